@@ -1,0 +1,608 @@
+"""The user-facing API: ``track()``, ``track_epochs()`` and the ``Tracker`` they drive.
+
+Misuse raises ``UsageError`` with the fix; everything that goes wrong while measuring becomes a
+warning and data in the report, never an exception in the user's code.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import functools
+import itertools
+import logging
+import os
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, ParamSpec, TypeVar, overload
+
+from carbontrack import predict as _predict
+from carbontrack._plugins import PluginHost, make_plugin_manager, safe
+from carbontrack._sampler import Sampler
+from carbontrack._version import __version__
+from carbontrack.errors import BudgetExceeded, UsageError
+from carbontrack.intensity._world import world_intensity
+from carbontrack.model import (
+    J_PER_KWH,
+    METHODS,
+    ComponentEnergy,
+    Device,
+    DeviceEnergy,
+    EpochRecord,
+    Intensity,
+    Location,
+    Prediction,
+    Report,
+    RunInfo,
+    Unavailable,
+    component_of,
+)
+from carbontrack.settings import Settings, make_settings
+
+__all__ = ["Tracker", "track", "track_epochs"]
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_NEW, _RUNNING, _STOPPED = "new", "running", "stopped"
+
+
+class Tracker:
+    """One measured run. Made by ``track()``; use ``start()``/``stop()`` or ``with``.
+
+    ``report`` holds the immutable result after ``stop()``. Epochs are marked with
+    ``with run.epoch():`` or ``epoch_start()``/``epoch_end()``.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        plugins: Sequence[object] = (),
+        autoload: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings if settings is not None else make_settings()
+        self._plugins = tuple(plugins)
+        self._autoload = autoload
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._state = _NEW
+        self._lock = threading.RLock()
+        self._report: Report | None = None
+        self._epochs: list[EpochRecord] = []
+        self._predictions: list[Prediction] = []
+        self._epoch_open: tuple[float, float, float, dict[str, float]] | None = None
+        self._warnings: list[str] = []
+        self._budget_hit: Prediction | None = None
+        self.run_id = uuid.uuid4().hex[:12]
+        self._pid = os.getpid()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> Tracker:
+        """Find the devices and start measuring. Raises ``UsageError`` on a second start."""
+        with self._lock:
+            if self._state == _RUNNING:
+                raise UsageError(
+                    "this tracker is already running; stop() it first, or use a new track()"
+                )
+            if self._state == _STOPPED:
+                raise UsageError(
+                    "this tracker has already run and cannot restart; create a new one with "
+                    "track() (its report stays in .report)"
+                )
+            # Loud on purpose: a broken plugin import must fail before training starts.
+            pm = make_plugin_manager(autoload=self._autoload, extra_plugins=self._plugins)
+            self._host = PluginHost(pm)
+            self._discover()
+            self._location = self._host.first("carbontrack_locate", settings=self.settings) or (
+                Location(country=None, source="unknown")
+            )
+            self._started_wall = self._wall_clock()
+            self._intensity = self._intensity_for(self._started_wall, self._started_wall)
+            self._sampler = Sampler(
+                self._host,
+                self._devices_by_plugin,
+                interval_s=self.settings.interval_s,
+                clock=self._clock,
+                on_tick=self._on_tick,
+                name=f"carbontrack-sampler-{self.run_id}",
+            )
+            self._run = RunInfo(
+                run_id=self.run_id,
+                started_at=self._started_wall,
+                devices=tuple(d for devs in self._devices_by_plugin.values() for d in devs),
+                unavailable=self._unavailable,
+                location=self._location,
+                pid=self.settings.tracked_pid,
+                epochs=self.settings.epochs,
+                components=tuple(sorted(self.settings.components)),
+            )
+            self._host.broadcast("carbontrack_run_started", run=self._run, settings=self.settings)
+            self._started = self._sampler.read()
+            self._last_checkpoint = self._started
+            self._sampler.start()
+            self._state = _RUNNING
+            _running_trackers.add(self)
+        return self
+
+    def _discover(self) -> None:
+        found = self._host.broadcast("carbontrack_discover_devices", settings=self.settings)
+        devices: dict[str, list[Device]] = {}
+        unavailable: list[Unavailable] = []
+        for plugin, items in found.items():
+            seen: set[str] = set()
+            for item in items or ():
+                if isinstance(item, Unavailable):
+                    if self.settings.wants(item.kind):
+                        unavailable.append(item)
+                elif isinstance(item, Device):
+                    if item.id in seen:
+                        self._warn(
+                            f"plugin {plugin!r} reported device {item.id!r} twice; kept the first"
+                        )
+                    elif self.settings.wants(item.kind):
+                        seen.add(item.id)
+                        devices.setdefault(plugin, []).append(item)
+                else:
+                    self._host.record_failure(
+                        plugin,
+                        "carbontrack_discover_devices",
+                        TypeError(f"returned {item!r}, not a Device or Unavailable"),
+                    )
+        # A model estimate only stands in where nothing of its kind is measured: the host decides,
+        # so plugin order can never put an estimate beside (and on top of) a measurement.
+        measured = {d.kind for devs in devices.values() for d in devs if d.method != "model"}
+        for plugin in list(devices):
+            kept = [d for d in devices[plugin] if d.method != "model" or d.kind not in measured]
+            if kept:
+                devices[plugin] = kept
+            else:
+                del devices[plugin]
+        self._devices_by_plugin = devices
+        self._unavailable = tuple(unavailable)
+        if not devices:
+            self._warn(
+                "no device could be measured or estimated here, so the energy is 0 and the "
+                "report says nothing about this machine's use; run `carbontrack devices` to see why"
+            )
+
+    def _intensity_for(self, start: float, end: float) -> Intensity:
+        found = self._host.first(
+            "carbontrack_carbon_intensity",
+            location=self._location,
+            start=start,
+            end=end,
+            settings=self.settings,
+        )
+        if isinstance(found, Intensity):
+            return found
+        return world_intensity("no intensity provider answered: using the world average")
+
+    def stop(self) -> Report:
+        """Stop measuring, close the devices, write the report and return it.
+
+        Calling ``stop()`` again returns the same report.
+        """
+        with self._lock:
+            if self._state == _STOPPED and self._report is not None:
+                return self._report
+            if self._state == _NEW:
+                raise UsageError(
+                    "this tracker was never started; call start() or use `with track():`"
+                )
+            if self._forked:
+                raise UsageError(
+                    "this tracker was started in the parent process before os.fork(); the child "
+                    "measures nothing: start a new track() in the child if it should be measured"
+                )
+            self._sampler.stop()
+            if self._epoch_open is not None:
+                safe(self._end_epoch_locked, "closing the open epoch")
+            ended = safe(self._sampler.read, "final reading")
+            self._ended = ended if ended is not None else self._clock()
+            for plugin, devs in self._devices_by_plugin.items():
+                self._host.call_one(plugin, "carbontrack_close_devices", devices=devs)
+            end_wall = self._started_wall + (self._ended - self._started)
+            intensity = safe(lambda: self._intensity_for(self._started_wall, end_wall), "intensity")
+            if intensity is not None:
+                self._intensity = intensity
+            self._report = self._build_report(final=True, now=self._ended)
+            self._state = _STOPPED
+            _running_trackers.discard(self)
+            self._host.broadcast(
+                "carbontrack_report_ready", report=self._report, settings=self.settings
+            )
+            return self._report
+
+    @property
+    def _forked(self) -> bool:
+        return os.getpid() != self._pid
+
+    @property
+    def running(self) -> bool:
+        """Whether the tracker is measuring now."""
+        return self._state == _RUNNING and not self._forked
+
+    @property
+    def report(self) -> Report:
+        """The final report; available once the run has stopped."""
+        if self._report is None:
+            raise UsageError(
+                "the report exists once the run stops: read run.report after the `with` block "
+                "(or after stop()); use run.snapshot() for the figures so far"
+            )
+        return self._report
+
+    def snapshot(self) -> Report:
+        """A report of the run so far (``final=False``), without stopping it."""
+        with self._lock:
+            if self._state != _RUNNING:
+                return self.report
+            now = self._sampler.read()
+            return self._build_report(final=False, now=now)
+
+    def __enter__(self) -> Tracker:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._state == _RUNNING and not self._forked:
+            self.stop()
+
+    # -- epochs ------------------------------------------------------------------------------
+
+    def epoch_start(self) -> None:
+        """Mark the start of an epoch. Raises ``UsageError`` if one is already open."""
+        with self._lock:
+            self._require_running("epoch_start()")
+            if self._epoch_open is not None:
+                raise UsageError(
+                    f"epoch {len(self._epochs) + 1} is already open; call epoch_end() before "
+                    "the next epoch_start()"
+                )
+            if self._budget_hit is not None and self.settings.on_budget == "raise":
+                raise self._budget_error(self._budget_hit)
+            now = self._sampler.read()
+            self._epoch_open = (
+                now,
+                self._wall_at(now),
+                self._sampler.total_j(),
+                self._by_component(),
+            )
+
+    def epoch_end(self) -> EpochRecord:
+        """Mark the end of the open epoch and return its record (and predict when due)."""
+        with self._lock:
+            self._require_running("epoch_end()")
+            if self._epoch_open is None:
+                raise UsageError("epoch_end() without epoch_start(): call epoch_start() first")
+            record, prediction = self._end_epoch_locked()
+        if prediction is not None:
+            self._after_prediction(prediction)
+        return record
+
+    @contextlib.contextmanager
+    def epoch(self) -> Iterator[None]:
+        """``with run.epoch():`` measures the block as one epoch, even if it raises."""
+        self.epoch_start()
+        try:
+            yield
+        finally:
+            if self.running:
+                self.epoch_end()
+
+    def _end_epoch_locked(self) -> tuple[EpochRecord, Prediction | None]:
+        assert self._epoch_open is not None
+        t0, wall0, e0, by0 = self._epoch_open
+        now = self._sampler.read()
+        energy = self._sampler.total_j() - e0
+        by1 = self._by_component()
+        record = EpochRecord(
+            index=len(self._epochs) + 1,
+            started_at=wall0,
+            duration_s=now - t0,
+            energy_j=energy,
+            co2eq_g=self._co2_g(energy),
+            energy_by_component_j={k: v - by0.get(k, 0.0) for k, v in by1.items()},
+        )
+        self._epochs.append(record)
+        self._epoch_open = None
+        prediction = safe(self._maybe_predict, "prediction")
+        if prediction is not None:
+            self._predictions.append(prediction)
+        self._host.broadcast(
+            "carbontrack_epoch_ended",
+            run=self._run,
+            epoch=record,
+            prediction=prediction,
+            settings=self.settings,
+        )
+        return record, prediction
+
+    def _maybe_predict(self) -> Prediction | None:
+        s = self.settings
+        done = len(self._epochs)
+        if s.epochs is None or s.epochs_before_pred == 0 or done < s.epochs_before_pred:
+            return None
+        if s.monitor_epochs != -1 and done >= s.epochs_before_pred + s.monitor_epochs:
+            return None
+        if done <= s.warmup_epochs or done >= s.epochs:
+            return None
+        return _predict.predict(
+            self._epochs,
+            total_epochs=s.epochs,
+            g_per_kwh=self._intensity.g_per_kwh,
+            pue=s.pue,
+            warmup_epochs=s.warmup_epochs,
+            intensity_source=self._intensity.source,
+        )
+
+    def _after_prediction(self, prediction: Prediction) -> None:
+        s = self.settings
+        over = (s.budget_co2eq_g is not None and prediction.co2eq_g > s.budget_co2eq_g) or (
+            s.budget_kwh is not None and prediction.energy_j * s.pue / J_PER_KWH > s.budget_kwh
+        )
+        if not over:
+            return
+        self._budget_hit = prediction
+        if callable(s.on_budget):
+            safe(lambda: s.on_budget(prediction), "the on_budget callback")  # type: ignore[operator]
+        elif s.on_budget == "raise":
+            raise self._budget_error(prediction)
+        else:
+            self._warn(str(self._budget_error(prediction)))
+
+    def _budget_error(self, p: Prediction) -> BudgetExceeded:
+        s = self.settings
+        return BudgetExceeded(
+            f"predicted footprint of {p.epochs} epochs ({p.co2eq_g:.1f} gCO2eq, "
+            f"{p.energy_j * s.pue / J_PER_KWH:.4f} kWh) exceeds the budget "
+            f"(budget_co2eq_g={s.budget_co2eq_g}, budget_kwh={s.budget_kwh}); raise the budget "
+            "or pass on_budget='warn'"
+        )
+
+    def _require_running(self, what: str) -> None:
+        if self._state == _NEW:
+            raise UsageError(f"{what} before the run started: use `with track() as run:` first")
+        if self._state == _STOPPED:
+            raise UsageError(f"{what} after the run stopped: start a new run with track()")
+        if self._forked:
+            raise UsageError(f"{what} in a forked child: the parent's run is not measured here")
+
+    # -- building results ------------------------------------------------------------------
+
+    def _wall_at(self, now: float) -> float:
+        return self._started_wall + (now - self._started)
+
+    def _by_component(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for t in self._sampler.totals():
+            comp = component_of(t.device.kind)
+            out[comp] = out.get(comp, 0.0) + t.energy_j
+        return out
+
+    def _co2_g(self, energy_j: float) -> float:
+        return energy_j * self.settings.pue / J_PER_KWH * self._intensity.g_per_kwh
+
+    def _weighted_co2_g(self, energy_j: float) -> float:
+        """CO2eq of the whole run, each part weighted by the intensity at the time it was drawn."""
+        points = self._intensity.points
+        timeline = list(self._sampler.timeline)
+        if not points or len(timeline) < 2:
+            return self._co2_g(energy_j)
+        co2 = 0.0
+        counted = 0.0
+        for (t0, e0), (t1, e1) in itertools.pairwise(timeline):
+            mid = self._wall_at((t0 + t1) / 2)
+            g = next((p.g_per_kwh for p in points if p.start_ts <= mid < p.end_ts), None)
+            g = self._intensity.g_per_kwh if g is None else g
+            co2 += (e1 - e0) * self.settings.pue / J_PER_KWH * g
+            counted += e1 - e0
+        # Energy after the last timeline point (less than one step) at the window's value.
+        return co2 + self._co2_g(max(energy_j - counted, 0.0))
+
+    def _build_report(self, *, final: bool, now: float) -> Report:
+        totals = self._sampler.totals()
+        devices = tuple(
+            DeviceEnergy(
+                id=t.device.id,
+                kind=t.device.kind,
+                name=t.device.name,
+                backend=t.device.backend,
+                method=t.device.method,
+                energy_j=t.energy_j,
+                shared=t.device.shared,
+                resets=t.resets,
+                dropped=t.dropped,
+            )
+            for t in totals
+        )
+        unavailable_components = {component_of(u.kind) for u in self._unavailable}
+        components = []
+        for comp in sorted({component_of(d.kind) for d in devices}):
+            members = [d for d in devices if component_of(d.kind) == comp]
+            used = {d.method for d in members}
+            components.append(
+                ComponentEnergy(
+                    component=comp,
+                    energy_j=sum(d.energy_j for d in members),
+                    methods=tuple(m for m in METHODS if m in used),
+                    devices=len(members),
+                    partial=any(d.dropped for d in members) or comp in unavailable_components,
+                )
+            )
+        energy = sum(d.energy_j for d in devices)
+        pue = self.settings.pue
+        warnings = list(self._warnings)
+        if self._intensity.note:
+            warnings.append(self._intensity.note)
+        for d in devices:
+            if d.dropped:
+                warnings.append(f"{d.name} ({d.backend}): {d.dropped}")
+        return Report(
+            run_id=self.run_id,
+            started_at=self._started_wall,
+            duration_s=now - self._started,
+            energy_j=energy,
+            pue=pue,
+            facility_energy_j=energy * pue,
+            co2eq_g=self._weighted_co2_g(energy),
+            intensity=self._intensity,
+            location=self._location,
+            devices=devices,
+            components=tuple(components),
+            epochs=tuple(self._epochs),
+            epochs_planned=self.settings.epochs,
+            predictions=tuple(self._predictions),
+            unavailable=self._unavailable,
+            failures=self._host.failures,
+            warnings=tuple(warnings),
+            partial=any(d.dropped for d in devices) or bool(self._unavailable),
+            final=final,
+            carbontrack_version=__version__,
+        )
+
+    def _on_tick(self, now: float) -> None:
+        if now - self._last_checkpoint < self.settings.checkpoint_s:
+            return
+        self._last_checkpoint = now
+        with self._lock:
+            if self._state != _RUNNING:
+                return
+            report = self._build_report(final=False, now=now)
+        self._host.broadcast("carbontrack_checkpoint", report=report, settings=self.settings)
+
+    def _warn(self, message: str) -> None:
+        if message not in self._warnings:
+            self._warnings.append(message)
+            logger.warning("carbontrack: %s", message)
+
+
+_running_trackers: weakref.WeakSet[Tracker] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_at_exit() -> None:
+    # A run still open at interpreter exit (a script that never left its epochs loop) still
+    # gets its final report written; nothing is lost.
+    for tracker in list(_running_trackers):
+        if tracker.running:
+            safe(tracker.stop, "stopping a run at exit")
+
+
+class _Track:
+    """What ``track()`` returns: a context manager and a decorator, fresh state per use."""
+
+    def __init__(self, settings: Settings, plugins: Sequence[object], autoload: bool) -> None:
+        self.settings = settings
+        self._plugins = plugins
+        self._autoload = autoload
+        self._local = threading.local()
+
+    def new_tracker(self) -> Tracker:
+        """A new, unstarted ``Tracker`` with these options."""
+        return Tracker(self.settings, plugins=self._plugins, autoload=self._autoload)
+
+    def __enter__(self) -> Tracker:
+        tracker = self.new_tracker()
+        stack: list[Tracker] = self._local.__dict__.setdefault("stack", [])
+        tracker.start()
+        stack.append(tracker)
+        return tracker
+
+    def __exit__(self, *exc_info: object) -> None:
+        tracker = self._local.stack.pop()
+        tracker.__exit__(*exc_info)
+
+    def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(func)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            with self.new_tracker() as _run:
+                return func(*args, **kwargs)
+
+        return wrapper
+
+
+@overload
+def track(
+    func: None = None, /, *, plugins: Sequence[object] = (), autoload: bool = True, **options: Any
+) -> _Track: ...
+@overload
+def track(func: Callable[P, R], /) -> Callable[P, R]: ...
+def track(
+    func: Callable[P, R] | None = None,
+    /,
+    *,
+    plugins: Sequence[object] = (),
+    autoload: bool = True,
+    **options: Any,
+) -> _Track | Callable[P, R]:
+    """Measure a block (``with track() as run:``) or every call of a function (``@track()``).
+
+    Options (validated now, before anything runs): ``epochs``, ``epochs_before_pred``,
+    ``components`` ("all", "cpu", "gpu", or a list), ``interval_s``, ``log_dir``, ``verbose``,
+    ``location``, ``pue`` and the rest of ``carbontrack.Settings``. ``plugins`` adds plugin
+    objects for this run (such as ``carbontrack.testing.FakeHardware``); ``autoload=False``
+    skips installed entry-point plugins.
+    """
+    settings = make_settings(**options)
+    tracker = _Track(settings, tuple(plugins), autoload)
+    if func is not None:
+        return tracker(func)
+    return tracker
+
+
+class _EpochFunction:
+    """A function whose every call is one epoch of one run (made by ``track_epochs``)."""
+
+    def __init__(self, func: Callable[..., Any], factory: _Track) -> None:
+        functools.update_wrapper(self, func)
+        self._func = func
+        self._factory = factory
+        self._lock = threading.Lock()
+        self.tracker: Tracker | None = None
+        self.report: Report | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            if self.tracker is None or not self.tracker.running:
+                self.tracker = self._factory.new_tracker().start()
+            tracker = self.tracker
+        try:
+            with tracker.epoch():
+                return self._func(*args, **kwargs)
+        finally:
+            planned = tracker.settings.epochs
+            if planned is not None and len(tracker._epochs) >= planned:
+                self.stop()
+
+    def stop(self) -> Report | None:
+        """End the run now (fewer calls than ``epochs``); return its report."""
+        with self._lock:
+            if self.tracker is not None and self.tracker.running:
+                self.report = self.tracker.stop()
+            return self.report
+
+
+def track_epochs(
+    *, epochs: int, plugins: Sequence[object] = (), autoload: bool = True, **options: Any
+) -> Callable[[Callable[..., Any]], _EpochFunction]:
+    """Decorate an epoch function: every call is one epoch of a run of ``epochs`` calls.
+
+    The run starts at the first call and stops (writing its report, available as
+    ``func.report``) after ``epochs`` calls; ``func.stop()`` ends it early. Calls after that start
+    a new run.
+    """
+    factory = _Track(make_settings(epochs=epochs, **options), tuple(plugins), autoload)
+
+    def decorate(func: Callable[..., Any]) -> _EpochFunction:
+        return _EpochFunction(func, factory)
+
+    return decorate

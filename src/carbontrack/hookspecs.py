@@ -1,0 +1,144 @@
+"""The hooks a carbontrack plugin can implement: this file is the plugin author's reference.
+
+A plugin is a module or object with functions named after these hooks and decorated with
+``carbontrack.hookimpl``; a package makes it known through an entry point in the group
+``carbontrack``. An implementation may accept any subset of a hook's arguments, by name.
+
+Broadcast hooks are called for every plugin, each call on its own: an exception raised by one
+plugin is logged, recorded as a ``PluginFailure`` in the report and never reaches the user's
+code or another plugin. ``firstresult`` hooks stop at the first implementation that returns
+something other than ``None``; one that raises is recorded and the next one is asked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from carbontrack.model import (
+        Device,
+        EpochRecord,
+        Intensity,
+        Location,
+        Prediction,
+        Reading,
+        Report,
+        RunInfo,
+        Unavailable,
+    )
+    from carbontrack.settings import Settings
+
+PROJECT = "carbontrack"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def carbontrack_discover_devices(settings: Settings) -> Sequence[Device | Unavailable]:
+    """Return the devices this plugin can read on this machine.
+
+    :param settings: the run's options (``components``, ``gpu_ids``, ``plugin_options``...).
+    :return: a list of ``Device`` for hardware that can be read, plus one ``Unavailable(backend,
+        kind, reason, fix)`` for hardware that exists but cannot be read (no permission, missing
+        library), where ``fix`` is what the user types to make it readable. Return ``[]`` when
+        the hardware is simply not there: never raise for that.
+
+    Called once per run at start, on the caller's thread, before training begins; slow work
+    (loading a vendor library, starting a subprocess) belongs here. Device ids must be unique
+    within the plugin. Report disjoint devices only: energy is summed across every device of
+    every plugin, so two devices covering the same watts are counted twice. A ``model`` device
+    (an estimate) is dropped by the host when a measured device of the same kind exists.
+    """
+
+
+@hookspec
+def carbontrack_read_energy(devices: Sequence[Device]) -> Sequence[Reading]:
+    """Read the plugin's own devices now, all in one call.
+
+    :param devices: the devices this plugin returned from discovery (only its own, and only
+        those still measured).
+    :return: one ``Reading`` per device: ``Reading(device.id, joules=<cumulative counter>,
+        wrap_j=<counter range or None>)`` for an energy counter, or ``Reading(device.id,
+        watts=<instantaneous power>)`` for a power sensor or a model.
+
+    Called on the sampler's background thread every ``interval_s`` (shortened when a counter
+    could wrap unseen) and on the caller's thread at the start, at every epoch boundary and at
+    the end, so keep it quick (well under a millisecond per device) and never block. A device
+    missing from the result counts as a failed read; after three failures in a row it is dropped
+    with one warning and the report marks coverage as partial. Counters may start anywhere: only
+    differences are used. A counter that goes down is a wrap when ``wrap_j`` is given, else a
+    reset (that interval counts nothing).
+    """
+
+
+@hookspec
+def carbontrack_close_devices(devices: Sequence[Device]) -> None:
+    """Release what discovery acquired (library handles, subprocesses) for these devices.
+
+    Called exactly once per run at the end, on the caller's thread, with the plugin's devices
+    (all of them, dropped ones included). Must not block for more than a second.
+    """
+
+
+@hookspec(firstresult=True)
+def carbontrack_locate(settings: Settings) -> Location | None:
+    """Return where the machine is, or ``None`` to let the next implementation answer.
+
+    :return: ``Location(country=<ISO 3166 alpha-2>, region=<grid zone or None>, source=<how it
+        was found>)``. Stops at the first non-None result. The built-in answer reads
+        ``settings.location`` (``$CARBONTRACK_LOCATION``); network look-ups must be opt-in.
+    """
+
+
+@hookspec(firstresult=True)
+def carbontrack_carbon_intensity(
+    location: Location, start: float, end: float, settings: Settings
+) -> Intensity | None:
+    """Return the carbon intensity for ``location`` over ``[start, end]`` (Unix seconds).
+
+    :return: ``Intensity(g_per_kwh, source, basis, year, ...)`` or ``None`` when this provider
+        has nothing for that place. Stops at the first non-None result. Live providers may add
+        ``points`` (a time series, so each part of the run is weighted by the energy drawn then)
+        and ``forecast`` (future points for predictions). The shipped world average answers last
+        and is marked ``is_fallback``. Called at start (``start == end``), for predictions and at
+        the end; must return within a few seconds (use short timeouts and cache).
+    """
+
+
+@hookspec
+def carbontrack_run_started(run: RunInfo, settings: Settings) -> None:
+    """A run started: ``run`` lists its devices, what could not be read, and its location.
+
+    Writers open their files here. Called on the caller's thread.
+    """
+
+
+@hookspec
+def carbontrack_epoch_ended(
+    run: RunInfo, epoch: EpochRecord, prediction: Prediction | None, settings: Settings
+) -> None:
+    """An epoch ended; ``prediction`` is set when a prediction was made after this epoch.
+
+    Called on the caller's thread between epochs: keep it quick.
+    """
+
+
+@hookspec
+def carbontrack_checkpoint(report: Report, settings: Settings) -> None:
+    """A periodic snapshot of the running measurement (``report.final`` is ``False``).
+
+    Called from the sampler thread every ``settings.checkpoint_s``, so that a killed process
+    loses at most one checkpoint interval of data.
+    """
+
+
+@hookspec
+def carbontrack_report_ready(report: Report, settings: Settings) -> None:
+    """The run ended and its final, immutable ``report`` is ready: write it, print it, send it.
+
+    Called once per run on the caller's thread, after the devices were closed.
+    """

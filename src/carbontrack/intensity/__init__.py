@@ -1,0 +1,1 @@
+"""Carbon intensity and location: where the machine is and how clean its electricity is."""

@@ -1,0 +1,362 @@
+"""Immutable values that plugins, the engine and the writers exchange.
+
+Units live in field names (``energy_j``, ``power_w``, ``g_per_kwh``); conversions happen at the
+edges only. ``Report.to_dict()`` / ``Report.from_dict()`` round-trip through JSON.
+"""
+
+from __future__ import annotations
+
+import math
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+import attrs
+
+__all__ = [
+    "METHODS",
+    "SCHEMA_VERSION",
+    "ComponentEnergy",
+    "Device",
+    "DeviceEnergy",
+    "EpochRecord",
+    "Intensity",
+    "IntensityPoint",
+    "Location",
+    "PluginFailure",
+    "Prediction",
+    "Reading",
+    "Report",
+    "RunInfo",
+    "Unavailable",
+    "component_of",
+]
+
+#: Version of the report layout; bumped when a field changes meaning or disappears.
+SCHEMA_VERSION = 1
+
+#: How a device's energy is obtained: a cumulative hardware counter, sampled instantaneous
+#: power (integrated with the trapezoid rule), or a model estimate (never a measurement).
+METHODS = ("counter", "power", "model")
+
+Method = Literal["counter", "power", "model"]
+
+J_PER_KWH = 3.6e6
+
+# Device kinds that belong to a broader component: DRAM is measured with the CPU packages
+# (as in carbontracker, ``components="cpu"`` covers both).
+_KIND_TO_COMPONENT = {"dram": "cpu"}
+
+
+def component_of(kind: str) -> str:
+    """Return the component (``cpu``, ``gpu``, ...) that a device kind is counted under."""
+    return _KIND_TO_COMPONENT.get(kind, kind)
+
+
+def _finite_non_negative(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    if not math.isfinite(value) or value < 0:
+        name = f"{type(instance).__name__}.{attribute.name}"
+        msg = f"{name} must be a finite number >= 0, got {value!r}"
+        raise ValueError(msg)
+
+
+@attrs.frozen
+class Device:
+    """One piece of hardware a plugin can read.
+
+    ``id`` is unique within the plugin (for example ``package-0``); ``kind`` says what it is
+    (``cpu``, ``dram``, ``gpu``, ``ane``, ``ram``, or a plugin's own word); ``method`` says how
+    its energy is obtained. ``shared`` marks hardware also used by others (a MIG slice's parent
+    GPU). ``handle`` is the plugin's private data and never leaves the process.
+    """
+
+    id: str
+    kind: str
+    name: str
+    backend: str
+    method: Method = attrs.field(validator=attrs.validators.in_(METHODS))
+    shared: bool = False
+    detail: str = ""
+    handle: Any = attrs.field(default=None, eq=False, repr=False)
+
+
+@attrs.frozen
+class Unavailable:
+    """Hardware that exists here but cannot be read, with the reason and the exact fix."""
+
+    backend: str
+    kind: str
+    reason: str
+    fix: str
+
+
+@attrs.frozen
+class Reading:
+    """One read of one device: a cumulative counter (``joules``), instantaneous power
+    (``watts``), or the ``error`` that prevented the read (naming the file or call at fault).
+
+    For counters, ``wrap_j`` is the range after which the counter wraps to zero, or ``None``
+    when it never wraps (a counter that goes down is then a reset).
+    """
+
+    device_id: str
+    joules: float | None = attrs.field(default=None, validator=_finite_non_negative)
+    watts: float | None = attrs.field(default=None, validator=_finite_non_negative)
+    wrap_j: float | None = attrs.field(default=None, validator=_finite_non_negative)
+    error: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        given = [v is not None for v in (self.joules, self.watts, self.error)]
+        if sum(given) != 1:
+            msg = (
+                f"Reading for {self.device_id!r} needs exactly one of joules= (a counter), "
+                f"watts= (power) or error=, got joules={self.joules!r}, watts={self.watts!r}, "
+                f"error={self.error!r}"
+            )
+            raise ValueError(msg)
+
+
+@attrs.frozen
+class Location:
+    """Where the machine is: an ISO 3166 alpha-2 ``country`` and an optional grid ``region``."""
+
+    country: str | None
+    region: str | None = None
+    source: str = "unknown"
+
+
+@attrs.frozen
+class IntensityPoint:
+    """Carbon intensity over ``[start_ts, end_ts)`` (Unix seconds)."""
+
+    start_ts: float
+    end_ts: float
+    g_per_kwh: float
+
+
+@attrs.frozen
+class Intensity:
+    """Carbon intensity of the electricity used, and where the figure comes from.
+
+    ``g_per_kwh`` is the value for the whole window; ``points`` (when a provider has a time
+    series) lets the engine weight each part of the run by the energy drawn then. ``forecast``
+    holds future points, used by predictions. ``is_fallback`` marks a figure used because nothing
+    better was known (the world average), which reports say plainly.
+    """
+
+    g_per_kwh: float = attrs.field(validator=_finite_non_negative)
+    source: str
+    basis: str = "lifecycle"
+    year: int | None = None
+    zone: str | None = None
+    is_fallback: bool = False
+    note: str = ""
+    points: tuple[IntensityPoint, ...] = ()
+    forecast: tuple[IntensityPoint, ...] = ()
+
+
+@attrs.frozen
+class PluginFailure:
+    """A plugin raised while carbontrack called it; recorded instead of reaching user code."""
+
+    plugin: str
+    hook: str
+    error: str
+    count: int = 1
+
+
+@attrs.frozen
+class DeviceEnergy:
+    """What one device drew over the run, and how that figure was obtained."""
+
+    id: str
+    kind: str
+    name: str
+    backend: str
+    method: Method
+    energy_j: float
+    shared: bool = False
+    resets: int = 0
+    dropped: str | None = None
+
+
+@attrs.frozen
+class ComponentEnergy:
+    """Energy of one component (``cpu`` covers packages and DRAM), summed over its devices."""
+
+    component: str
+    energy_j: float
+    methods: tuple[str, ...]
+    devices: int
+    partial: bool = False
+
+    @property
+    def estimated(self) -> bool:
+        """True when any part of this figure comes from a model rather than a measurement."""
+        return "model" in self.methods
+
+
+@attrs.frozen
+class Prediction:
+    """The predicted footprint of all ``epochs`` after ``after_epoch`` epochs were measured.
+
+    ``*_low``/``*_high`` bound a prediction interval at ``level`` (``None`` with one epoch).
+    """
+
+    after_epoch: int
+    epochs: int
+    duration_s: float
+    energy_j: float
+    co2eq_g: float
+    g_per_kwh: float
+    duration_s_low: float | None = None
+    duration_s_high: float | None = None
+    energy_j_low: float | None = None
+    energy_j_high: float | None = None
+    co2eq_g_low: float | None = None
+    co2eq_g_high: float | None = None
+    level: float | None = None
+    epochs_in_mean: int = 1
+    intensity_source: str = ""
+
+
+@attrs.frozen
+class EpochRecord:
+    """One epoch: when it ran, how long, and what the devices drew (IT energy, before PUE)."""
+
+    index: int
+    started_at: float
+    duration_s: float
+    energy_j: float
+    co2eq_g: float
+    energy_by_component_j: Mapping[str, float] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class RunInfo:
+    """What a run measures, known once it starts; given to writers at the start."""
+
+    run_id: str
+    started_at: float
+    devices: tuple[Device, ...]
+    unavailable: tuple[Unavailable, ...]
+    location: Location
+    pid: int
+    epochs: int | None
+    components: tuple[str, ...]
+
+
+@attrs.frozen
+class Report:
+    """The result of a tracked run (``final``) or a checkpoint of it while it runs.
+
+    ``energy_j`` is what the devices drew; ``facility_energy_j = energy_j * pue``; ``co2eq_g``
+    is computed from the facility energy. ``partial`` is true when a device was dropped
+    mid-run or hardware was found that could not be read.
+    """
+
+    run_id: str
+    started_at: float
+    duration_s: float
+    energy_j: float
+    pue: float
+    facility_energy_j: float
+    co2eq_g: float
+    intensity: Intensity
+    location: Location
+    devices: tuple[DeviceEnergy, ...] = ()
+    components: tuple[ComponentEnergy, ...] = ()
+    epochs: tuple[EpochRecord, ...] = ()
+    epochs_planned: int | None = None
+    predictions: tuple[Prediction, ...] = ()
+    unavailable: tuple[Unavailable, ...] = ()
+    failures: tuple[PluginFailure, ...] = ()
+    warnings: tuple[str, ...] = ()
+    partial: bool = False
+    final: bool = True
+    carbontrack_version: str = ""
+    schema: int = SCHEMA_VERSION
+
+    @property
+    def energy_kwh(self) -> float:
+        """Device (IT) energy in kWh."""
+        return self.energy_j / J_PER_KWH
+
+    @property
+    def facility_energy_kwh(self) -> float:
+        """Energy including the data-centre overhead (PUE), in kWh."""
+        return self.facility_energy_j / J_PER_KWH
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """Every method behind the figure, in the order counter, power, model."""
+        used = {d.method for d in self.devices}
+        return tuple(m for m in METHODS if m in used)
+
+    @property
+    def estimated(self) -> bool:
+        """True when some of the energy is a model estimate rather than a measurement."""
+        return "model" in self.methods
+
+    @property
+    def prediction(self) -> Prediction | None:
+        """The latest prediction, if any was made."""
+        return self.predictions[-1] if self.predictions else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return plain JSON-compatible data; ``Report.from_dict`` rebuilds an equal report."""
+        return typing.cast(dict[str, Any], _unstructure(self))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Report:
+        """Rebuild a report from ``to_dict()`` output (after a JSON round trip)."""
+        return _structure(cls, data)
+
+
+T = TypeVar("T")
+
+
+def _unstructure(value: Any) -> Any:
+    if attrs.has(type(value)):
+        return {
+            f.name: _unstructure(getattr(value, f.name))
+            for f in attrs.fields(type(value))
+            if f.eq  # ``handle`` and other private data are left out
+        }
+    if isinstance(value, tuple | list):
+        return [_unstructure(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _unstructure(v) for k, v in value.items()}
+    return value
+
+
+def _structure(cls: type[T], data: Any) -> T:
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in attrs.fields(cls):  # type: ignore[arg-type]
+        if f.name in data:
+            kwargs[f.name] = _structure_value(hints[f.name], data[f.name])
+    return cls(**kwargs)
+
+
+def _structure_value(tp: Any, value: Any) -> Any:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        if value is None:
+            return None
+        inner = [a for a in get_args(tp) if a is not type(None)]
+        return _structure_value(inner[0], value)
+    if origin is tuple:
+        (item, _ellipsis) = get_args(tp)
+        return tuple(_structure_value(item, v) for v in value)
+    if origin in (Mapping, dict):
+        _, item = get_args(tp)
+        return {k: _structure_value(item, v) for k, v in value.items()}
+    if isinstance(tp, type) and attrs.has(tp):
+        return _structure(tp, value)
+    if tp is float and isinstance(value, int):
+        return float(value)
+    return value

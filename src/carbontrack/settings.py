@@ -1,0 +1,278 @@
+"""The options of a tracked run, validated once, before anything starts.
+
+``Settings`` is frozen: every part of carbontrack (plugins included) reads the same values.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from carbontrack.errors import InvalidOption
+
+__all__ = [
+    "ALL_COMPONENTS",
+    "COMPONENTS",
+    "DEFAULT_INTERVAL_S",
+    "DEFAULT_PUE",
+    "Settings",
+    "make_settings",
+]
+
+#: Component names users may ask for. ``ram`` is the optional RAM power model; ``all`` means
+#: every measured component (``cpu``, ``gpu``, ``ane`` and any plugin's own kinds) but not ``ram``.
+COMPONENTS = ("cpu", "gpu", "ane", "ram")
+ALL_COMPONENTS = frozenset({"cpu", "gpu", "ane"})
+
+#: One second between background reads: short enough to catch every RAPL wrap at several hundred
+#: watts and to integrate spiky GPU power within 2 %, cheap enough to be invisible.
+DEFAULT_INTERVAL_S = 1.0
+
+#: Power usage effectiveness applied by default: 1.0, i.e. only the energy the devices drew.
+#: A laptop or workstation has no data-centre overhead; for a data centre set ``pue`` (the
+#: Uptime Institute 2024 survey average is 1.56, see ``carbontrack.intensity``).
+DEFAULT_PUE = 1.0
+
+ON_BUDGET = ("warn", "raise")
+ATTRIBUTIONS = ("machine", "process")
+
+
+def _fail(option: str, value: object, expected: str, fix: str = "") -> InvalidOption:
+    msg = f"{option}={value!r} is not valid: expected {expected}"
+    if fix:
+        msg += f". {fix}"
+    return InvalidOption(msg)
+
+
+def _check_type(option: str, value: object, types: type | tuple[type, ...], expected: str) -> None:
+    # bool is an int subclass; ``epochs=True`` is a mistake, not one epoch.
+    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        raise TypeError(f"{option}={value!r} is not valid: expected {expected}, got a bool")
+    if not isinstance(value, types):
+        raise TypeError(
+            f"{option}={value!r} is not valid: expected {expected}, got {type(value).__name__}"
+        )
+
+
+def _int_at_least(option: str, minimum: int, *, optional: bool = False) -> Any:
+    def check(_inst: object, _attr: object, value: Any) -> None:
+        if optional and value is None:
+            return
+        _check_type(option, value, int, f"an integer >= {minimum}")
+        if value < minimum:
+            raise _fail(option, value, f"an integer >= {minimum}")
+
+    return check
+
+
+def _number(option: str, *, minimum: float, strict: bool, optional: bool = False) -> Any:
+    bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+
+    def check(_inst: object, _attr: object, value: Any) -> None:
+        if optional and value is None:
+            return
+        _check_type(option, value, (int, float), f"a number {bound}")
+        too_small = value <= minimum if strict else value < minimum
+        if not math.isfinite(value) or too_small:
+            raise _fail(option, value, f"a finite number {bound}")
+
+    return check
+
+
+def _one_of(option: str, allowed: tuple[str, ...]) -> Any:
+    def check(_inst: object, _attr: object, value: Any) -> None:
+        if value not in allowed:
+            raise _fail(option, value, "one of " + ", ".join(repr(a) for a in allowed))
+
+    return check
+
+
+def parse_components(value: str | Iterable[str]) -> frozenset[str]:
+    """Turn ``"all"``, ``"cpu,gpu"`` or ``["cpu", "gpu"]`` into a set of component names.
+
+    Raises ``InvalidOption`` naming the unknown entries and the valid names.
+    """
+    if isinstance(value, str):
+        names = [n.strip().lower() for n in value.split(",")]
+    else:
+        try:
+            names = [str(n).strip().lower() for n in value]
+        except TypeError:
+            raise TypeError(
+                f"components={value!r} is not valid: expected 'all', a component name, a "
+                "comma-separated string or a list of names"
+            ) from None
+    names = [n for n in names if n]
+    if not names:
+        raise _fail("components", value, "'all' or some of " + ", ".join(COMPONENTS))
+    result: set[str] = set()
+    unknown = []
+    for name in names:
+        if name == "all":
+            result |= ALL_COMPONENTS
+        elif name in COMPONENTS:
+            result.add(name)
+        else:
+            unknown.append(name)
+    if unknown:
+        raise _fail(
+            "components",
+            value,
+            "'all' or names from " + ", ".join(repr(c) for c in COMPONENTS),
+            f"Unknown: {', '.join(repr(u) for u in unknown)}",
+        )
+    return frozenset(result)
+
+
+def _check_on_budget(_inst: object, _attr: object, value: Any) -> None:
+    if callable(value) or value in ON_BUDGET:
+        return
+    raise _fail("on_budget", value, "'warn', 'raise' or a callable taking the Prediction")
+
+
+def _check_api_keys(_inst: object, _attr: object, value: Any) -> None:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"api_keys={value!r} is not valid: expected a dict of provider: key")
+    for k, v in value.items():
+        if not isinstance(k, str) or not isinstance(v, str) or not v:
+            raise _fail("api_keys", {k: "..."}, "provider names and non-empty string keys")
+
+
+def _check_gpu_ids(_inst: object, _attr: object, value: Any) -> None:
+    if value is None:
+        return
+    if not value:
+        raise _fail("gpu_ids", value, "at least one GPU index or UUID, or None for the default")
+
+
+def _to_gpu_ids(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return tuple(p.strip() for p in value.split(",") if p.strip())
+    if isinstance(value, int):
+        return (str(value),)
+    return tuple(str(v).strip() for v in value)
+
+
+def _to_path(value: Any) -> Path | None:
+    if value is None:
+        return None
+    if not isinstance(value, str | os.PathLike):
+        raise TypeError(f"log_dir={value!r} is not valid: expected a path (str or Path) or None")
+    return Path(value).expanduser()
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """Every option of a tracked run. Build it with ``make_settings(**options)``.
+
+    Plugins receive this object in their hooks; third-party plugins read their own options from
+    ``plugin_options`` (keyed by plugin name).
+    """
+
+    epochs: int | None = attrs.field(
+        default=None, validator=_int_at_least("epochs", 1, optional=True)
+    )
+    epochs_before_pred: int = attrs.field(
+        default=1, validator=_int_at_least("epochs_before_pred", 0)
+    )
+    monitor_epochs: int = attrs.field(default=1, validator=_int_at_least("monitor_epochs", -1))
+    warmup_epochs: int = attrs.field(default=0, validator=_int_at_least("warmup_epochs", 0))
+    components: frozenset[str] = attrs.field(default=ALL_COMPONENTS, converter=parse_components)
+    interval_s: float = attrs.field(
+        default=DEFAULT_INTERVAL_S, validator=_number("interval_s", minimum=0, strict=True)
+    )
+    checkpoint_s: float = attrs.field(
+        default=60.0, validator=_number("checkpoint_s", minimum=0, strict=True)
+    )
+    log_dir: Path | None = attrs.field(default=None, converter=_to_path)
+    log_file_prefix: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
+    write_log: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
+    verbose: int = attrs.field(default=1, validator=_one_of("verbose", (0, 1, 2)))  # type: ignore[arg-type]
+    location: str | None = attrs.field(default=None)
+    geolocate: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    intensity_g_per_kwh: float | None = attrs.field(
+        default=None,
+        validator=_number("intensity_g_per_kwh", minimum=0, strict=False, optional=True),
+    )
+    api_keys: Mapping[str, str] = attrs.field(factory=dict, validator=_check_api_keys)
+    pue: float = attrs.field(default=DEFAULT_PUE, validator=_number("pue", minimum=1, strict=False))
+    devices_by_pid: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    pid: int | None = attrs.field(default=None, validator=_int_at_least("pid", 1, optional=True))
+    gpu_ids: tuple[str, ...] | None = attrs.field(
+        default=None, converter=_to_gpu_ids, validator=_check_gpu_ids
+    )
+    attribution: str = attrs.field(
+        default="machine", validator=_one_of("attribution", ATTRIBUTIONS)
+    )
+    cpu_tdp_w: float | None = attrs.field(
+        default=None, validator=_number("cpu_tdp_w", minimum=0, strict=True, optional=True)
+    )
+    rapl_psys: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    budget_co2eq_g: float | None = attrs.field(
+        default=None, validator=_number("budget_co2eq_g", minimum=0, strict=True, optional=True)
+    )
+    budget_kwh: float | None = attrs.field(
+        default=None, validator=_number("budget_kwh", minimum=0, strict=True, optional=True)
+    )
+    on_budget: str | Callable[..., Any] = attrs.field(default="warn", validator=_check_on_budget)
+    plugin_options: Mapping[str, Any] = attrs.field(factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        if self.location is not None and (not isinstance(self.location, str) or not self.location):
+            raise _fail(
+                "location", self.location, "a country or zone code such as 'DK' or 'US-CAL-CISO'"
+            )
+        if self.epochs is not None and self.epochs_before_pred > self.epochs:
+            raise _fail(
+                "epochs_before_pred",
+                self.epochs_before_pred,
+                f"at most epochs={self.epochs}",
+                "Predict after fewer epochs, or raise epochs",
+            )
+        if self.epochs is not None and self.warmup_epochs >= self.epochs:
+            raise _fail("warmup_epochs", self.warmup_epochs, f"fewer than epochs={self.epochs}")
+        if self.monitor_epochs == 0:
+            raise _fail("monitor_epochs", 0, "-1 (re-predict after every epoch) or an integer >= 1")
+
+    @property
+    def tracked_pid(self) -> int:
+        """The process whose work is measured: ``pid`` if set (the CLI's child), else this one."""
+        return self.pid if self.pid is not None else os.getpid()
+
+    def wants(self, kind: str) -> bool:
+        """Whether a device of this kind is measured under ``components``."""
+        from carbontrack.model import component_of
+
+        component = component_of(kind)
+        if component in COMPONENTS:
+            return component in self.components
+        # Kinds that only plugins know (``psu``, ``soc``...) are measured under ``all``.
+        return self.components >= ALL_COMPONENTS
+
+
+_FIELD_NAMES = frozenset(f.name for f in attrs.fields(Settings))
+
+
+def make_settings(**options: Any) -> Settings:
+    """Validate ``options`` and return ``Settings``; unknown names raise ``TypeError``.
+
+    ``location`` defaults to ``$CARBONTRACK_LOCATION`` when not given.
+    """
+    unknown = sorted(set(options) - _FIELD_NAMES)
+    if unknown:
+        raise TypeError(
+            f"unknown option(s) {', '.join(repr(u) for u in unknown)}; valid options are: "
+            + ", ".join(sorted(_FIELD_NAMES))
+        )
+    if options.get("location") is None:
+        env = os.environ.get("CARBONTRACK_LOCATION", "").strip()
+        if env:
+            options["location"] = env
+    return Settings(**options)

@@ -1,0 +1,115 @@
+"""The run log: one JSON Lines file per run, flushed line by line.
+
+Lines, each an object with a ``type``: ``header`` (devices, what could not be read, location,
+options), ``epoch`` (one per epoch, with the prediction made after it), ``checkpoint`` (the
+report so far, every ``checkpoint_s``) and ``report`` (the final report). A killed process
+loses at most one checkpoint interval.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import sys
+import threading
+from pathlib import Path
+from typing import IO, Any
+
+from carbontrack._version import __version__
+from carbontrack.hookspecs import hookimpl
+from carbontrack.model import SCHEMA_VERSION, EpochRecord, Prediction, Report, RunInfo, _unstructure
+from carbontrack.paths import run_log_path
+from carbontrack.settings import Settings
+
+__all__ = ["RunLogWriter", "read_run_log"]
+
+
+class RunLogWriter:
+    """Writes the run log of the runs of one plugin manager (one file per run id)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._files: dict[str, IO[str]] = {}
+
+    def _write(self, run_id: str, line: dict[str, Any]) -> None:
+        with self._lock:
+            f = self._files.get(run_id)
+            if f is None:
+                return
+            f.write(json.dumps(line, separators=(",", ":"), allow_nan=False) + "\n")
+            f.flush()
+
+    @hookimpl
+    def carbontrack_run_started(self, run: RunInfo, settings: Settings) -> None:
+        """Open the run log and write the header line."""
+        if not settings.write_log:
+            return
+        path = run_log_path(settings, run.run_id, run.started_at)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            self._files[run.run_id] = path.open("a", encoding="utf-8")
+        header = {
+            "type": "header",
+            "schema": SCHEMA_VERSION,
+            "carbontrack_version": __version__,
+            "run": _unstructure(run),
+            "host": socket.gethostname(),
+            "platform": platform.platform(),
+            "python": sys.version.split()[0],
+            "argv": sys.argv,
+            "cwd": os.getcwd(),
+            "options": {
+                "epochs": settings.epochs,
+                "components": sorted(settings.components),
+                "interval_s": settings.interval_s,
+                "pue": settings.pue,
+                "location": settings.location,
+            },
+        }
+        self._write(run.run_id, header)
+
+    @hookimpl
+    def carbontrack_epoch_ended(
+        self, run: RunInfo, epoch: EpochRecord, prediction: Prediction | None
+    ) -> None:
+        """Append the epoch (and the prediction made after it)."""
+        line = {"type": "epoch", "epoch": _unstructure(epoch)}
+        line["prediction"] = _unstructure(prediction) if prediction is not None else None
+        self._write(run.run_id, line)
+
+    @hookimpl
+    def carbontrack_checkpoint(self, report: Report) -> None:
+        """Append the report so far."""
+        self._write(report.run_id, {"type": "checkpoint", "report": report.to_dict()})
+
+    @hookimpl
+    def carbontrack_report_ready(self, report: Report) -> None:
+        """Append the final report and close the file."""
+        self._write(report.run_id, {"type": "report", "report": report.to_dict()})
+        with self._lock:
+            f = self._files.pop(report.run_id, None)
+        if f is not None:
+            f.close()
+
+
+def read_run_log(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Read a run log's lines; return ``(lines, problems)`` where corrupt lines are skipped
+    and each problem names the file and line number."""
+    lines: list[dict[str, Any]] = []
+    problems: list[str] = []
+    with Path(path).open(encoding="utf-8", errors="replace") as f:
+        for number, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                problems.append(f"{path}:{number}: not JSON ({exc.msg}); line skipped")
+                continue
+            if not isinstance(value, dict) or "type" not in value:
+                problems.append(f"{path}:{number}: not a carbontrack log line; line skipped")
+                continue
+            lines.append(value)
+    return lines, problems
