@@ -4,6 +4,9 @@
 given watts (with wraps and resets), power sensors, read failures at chosen reads, and
 exceptions in discovery or reading. ``FakeClock`` lets a test run hours of measurement in
 milliseconds. Figures from these fakes are simulated: they never reach a real report.
+
+Fakes of real hardware interfaces live in submodules, re-exported here: a powercap sysfs tree,
+an NVML module, a ``powermetrics`` executable, HTTP servers for the intensity APIs.
 """
 
 from __future__ import annotations

@@ -1,0 +1,21 @@
+"""Test isolation: no installed plugins, no real hardware backends, no writes to the real home."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Real hardware backends are disabled by default so that a test's figures come only from the
+# fakes it sets up; backend tests re-enable theirs (monkeypatch.setenv) with a fake boundary.
+REAL_BACKENDS = "rapl,nvml,powermetrics,estimate"
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    monkeypatch.setenv("CARBONTRACK_HOME", str(tmp_path / "carbontrack-home"))
+    monkeypatch.setenv("CARBONTRACK_DISABLE_PLUGINS", REAL_BACKENDS)
+    monkeypatch.setenv("CARBONTRACK_DISABLE_PLUGIN_AUTOLOAD", "1")
+    monkeypatch.delenv("CARBONTRACK_LOCATION", raising=False)
+    yield
