@@ -482,7 +482,8 @@ class Tracker:
     def _warn(self, message: str) -> None:
         if message not in self._warnings:
             self._warnings.append(message)
-            logger.warning("carbontrack: %s", message)
+            # The console summary prints every report warning; logging it louder would say it twice.
+            logger.info("carbontrack: %s", message)
 
 
 _running_trackers: weakref.WeakSet[Tracker] = weakref.WeakSet()
