@@ -18,4 +18,4 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
     monkeypatch.setenv("CARBONTRACK_DISABLE_PLUGINS", REAL_BACKENDS)
     monkeypatch.setenv("CARBONTRACK_DISABLE_PLUGIN_AUTOLOAD", "1")
     monkeypatch.delenv("CARBONTRACK_LOCATION", raising=False)
-    yield
+    return
