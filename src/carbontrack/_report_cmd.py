@@ -1,0 +1,586 @@
+"""``carbontrack report PATH...``: aggregate run logs (ours and carbontracker's) into one table.
+
+Reads our JSON Lines run logs (a killed run is summed from its last checkpoint, and says so) and
+carbontracker's text logs, so that a user's history counts too. Corrupt lines become warnings
+that name the file and line; they never stop the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import re
+import sys
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+import attrs
+
+from carbontrack.model import J_PER_KWH
+
+__all__ = [
+    "CARBONTRACKER_PUE",
+    "RunSummary",
+    "aggregate",
+    "configure_parser",
+    "find_logs",
+    "parse_carbontracker_log",
+    "parse_run_log",
+    "run",
+]
+
+#: carbontracker 2.x multiplies its predicted and actual energy by this PUE (Uptime Institute
+#: 2023 survey, its ``constants.PUE_2023``); used only when the standard log does not state it.
+CARBONTRACKER_PUE = 1.58
+
+_OUR_SUFFIX = ".jsonl"
+_CT_OUTPUT_SUFFIX = "carbontracker_output.log"
+_CT_STANDARD_SUFFIX = "carbontracker.log"
+
+
+@attrs.frozen
+class RunSummary:
+    """One run found in a log: its totals and where they come from.
+
+    ``energy_kwh`` is device (IT) energy, ``facility_energy_kwh`` includes the PUE; ``co2eq_g``
+    is ``None`` when the log does not say (a killed carbontracker run).
+    """
+
+    path: str
+    tool: str
+    run_id: str
+    started_at: float | None
+    duration_s: float
+    energy_kwh: float
+    facility_energy_kwh: float
+    co2eq_g: float | None
+    epochs: int | None = None
+    epochs_planned: int | None = None
+    complete: bool = True
+    estimated: bool = False
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-compatible data."""
+        return attrs.asdict(self)
+
+
+# -- our JSON Lines run logs -------------------------------------------------------------------
+
+
+def _number(data: Mapping[str, Any], key: str) -> float:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"field {key!r} is {value!r}, not a finite number")
+    return float(value)
+
+
+def _summary_from_report(path: str, data: Any, *, complete: bool, note: str = "") -> RunSummary:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"the report is {type(data).__name__}, not an object")
+    energy_j = _number(data, "energy_j")
+    facility_j = _number(data, "facility_energy_j")
+    devices = data.get("devices") or []
+    estimated = isinstance(devices, list) and any(
+        isinstance(d, Mapping) and d.get("method") == "model" for d in devices
+    )
+    epochs = data.get("epochs")
+    planned = data.get("epochs_planned")
+    started = data.get("started_at")
+    return RunSummary(
+        path=path,
+        tool="carbontrack",
+        run_id=str(data.get("run_id", "")),
+        started_at=float(started) if isinstance(started, int | float) else None,
+        duration_s=_number(data, "duration_s"),
+        energy_kwh=energy_j / J_PER_KWH,
+        facility_energy_kwh=facility_j / J_PER_KWH,
+        co2eq_g=_number(data, "co2eq_g"),
+        epochs=len(epochs) if isinstance(epochs, list) else None,
+        epochs_planned=planned if isinstance(planned, int) else None,
+        complete=complete,
+        estimated=estimated,
+        note=note,
+    )
+
+
+def parse_run_log(path: Path, warnings: list[str]) -> RunSummary | None:
+    """Summarise one carbontrack run log; append a warning (naming file and line) for each
+    line skipped. Returns ``None`` when the log holds no measurement at all."""
+    final: RunSummary | None = None
+    checkpoint: RunSummary | None = None
+    header: Mapping[str, Any] | None = None
+    epochs: list[tuple[int, Mapping[str, Any]]] = []
+    killed = "no final report (killed?): figures from the last checkpoint"
+    with path.open(encoding="utf-8", errors="replace") as f:
+        for number, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                line = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                warnings.append(f"{path}:{number}: not JSON ({exc.msg}); line skipped")
+                continue
+            if not isinstance(line, dict) or not isinstance(line.get("type"), str):
+                warnings.append(f"{path}:{number}: not a carbontrack log line; line skipped")
+                continue
+            kind = line["type"]
+            if kind in {"report", "checkpoint"}:
+                # Each report line is checked as it comes, so that a corrupt last line leaves
+                # the last readable one in charge.
+                try:
+                    summary = _summary_from_report(
+                        str(path),
+                        line.get("report"),
+                        complete=kind == "report",
+                        note="" if kind == "report" else killed,
+                    )
+                except ValueError as exc:
+                    warnings.append(f"{path}:{number}: unreadable {kind} ({exc}); line skipped")
+                    continue
+                if kind == "report":
+                    final = summary
+                else:
+                    checkpoint = summary
+            elif kind == "header":
+                header = line
+            elif kind == "epoch" and isinstance(line.get("epoch"), Mapping):
+                epochs.append((number, line["epoch"]))
+    if final is not None or checkpoint is not None:
+        return final or checkpoint
+    return _summary_from_epochs(path, header, epochs, warnings)
+
+
+def _summary_from_epochs(
+    path: Path,
+    header: Mapping[str, Any] | None,
+    epochs: list[tuple[int, Mapping[str, Any]]],
+    warnings: list[str],
+) -> RunSummary | None:
+    duration = energy = co2 = 0.0
+    counted = 0
+    for number, e in epochs:
+        try:
+            duration += _number(e, "duration_s")
+            energy += _number(e, "energy_j")
+            co2 += _number(e, "co2eq_g")
+            counted += 1
+        except ValueError as exc:
+            warnings.append(f"{path}:{number}: unreadable epoch ({exc}); line skipped")
+    if not counted:
+        return None
+    run = header.get("run") if header else None
+    run = run if isinstance(run, Mapping) else {}
+    options = header.get("options") if header else None
+    pue = options.get("pue") if isinstance(options, Mapping) else None
+    pue = float(pue) if isinstance(pue, int | float) and not isinstance(pue, bool) else 1.0
+    started = run.get("started_at")
+    return RunSummary(
+        path=str(path),
+        tool="carbontrack",
+        run_id=str(run.get("run_id", "")),
+        started_at=float(started) if isinstance(started, int | float) else None,
+        duration_s=duration,
+        energy_kwh=energy / J_PER_KWH,
+        facility_energy_kwh=energy * pue / J_PER_KWH,
+        co2eq_g=co2,
+        epochs=counted,
+        epochs_planned=run.get("epochs") if isinstance(run.get("epochs"), int) else None,
+        complete=False,
+        note=f"no report or checkpoint (killed?): sum of {counted} epoch line(s)",
+    )
+
+
+# -- carbontracker's text logs -----------------------------------------------------------------
+
+_NUM = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf)"
+_TS = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?:,\d+)? - ")
+_BLOCK = re.compile(r"(Predicted|Actual) consumption(?: for (\d+) epoch\(s\))?:\s*$")
+_FIELD = re.compile(r"^\s*(Time|Energy|CO2eq):\s*(.*?)\s*$")
+_PUE = re.compile(r"PUE coefficient of " + _NUM)
+_INTERRUPTED = "Training was interrupted"
+_EPOCH = re.compile(r"Epoch (\d+):\s*$")
+_DURATION = re.compile(r"Duration: ((?:\d+ days?, )?\d+:\d\d:\d\d(?:\.\d+)?)\s*$")
+_POWER = re.compile(r"Average power usage \(W\) for (\w+): (.*?)\s*$")
+
+
+def _hms(text: str) -> float:
+    m = re.fullmatch(r"(?:(\d+) days?, )?(\d+):(\d\d):(\d\d(?:\.\d+)?)", text)
+    if m is None:
+        raise ValueError(f"time {text!r} is not H:MM:SS")
+    days = int(m.group(1) or 0)
+    return days * 86400 + int(m.group(2)) * 3600 + int(m.group(3)) * 60 + float(m.group(4))
+
+
+def _value(text: str, unit: str) -> float:
+    m = re.fullmatch(_NUM + r"\s*" + re.escape(unit), text)
+    if m is None:
+        raise ValueError(f"{text!r} is not a number in {unit}")
+    return float(m.group(1))
+
+
+@attrs.frozen
+class _Block:
+    kind: str
+    epochs: int | None
+    duration_s: float
+    energy_kwh: float
+    co2eq_g: float
+    line: int
+
+
+def _blocks(path: Path, lines: list[str], warnings: list[str]) -> Iterator[_Block]:
+    i = 0
+    while i < len(lines):
+        m = _BLOCK.search(lines[i])
+        if m is None:
+            i += 1
+            continue
+        start = i + 1
+        fields: dict[str, tuple[int, str]] = {}
+        i += 1
+        while i < len(lines) and len(fields) < 3:
+            f = _FIELD.match(lines[i])
+            if f is None:
+                break
+            fields[f.group(1)] = (i + 1, f.group(2))
+            i += 1
+        if len(fields) < 3:
+            warnings.append(
+                f"{path}:{start}: {m.group(1).lower()} consumption block is truncated "
+                f"(missing {', '.join(k for k in ('Time', 'Energy', 'CO2eq') if k not in fields)})"
+                "; block skipped"
+            )
+            continue
+        try:
+            number, text = fields["Time"]
+            duration = _hms(text)
+            number, text = fields["Energy"]
+            energy = _value(text, "kWh")
+            number, text = fields["CO2eq"]
+            co2 = _value(text, "g")
+            if not (math.isfinite(duration) and math.isfinite(energy) and energy >= 0):
+                raise ValueError(f"energy {energy!r} kWh is not a finite number >= 0")
+        except ValueError as exc:
+            warnings.append(f"{path}:{number}: {exc}; {m.group(1).lower()} block skipped")
+            continue
+        epochs = int(m.group(2)) if m.group(2) else None
+        yield _Block(m.group(1), epochs, duration, energy, co2, start)
+
+
+def _standard_log_for(output: Path) -> Path:
+    return output.with_name(output.name[: -len(_CT_OUTPUT_SUFFIX)] + _CT_STANDARD_SUFFIX)
+
+
+def _read_lines(path: Path) -> list[str]:
+    with path.open(encoding="utf-8", errors="replace") as f:
+        return f.read().splitlines()
+
+
+def parse_carbontracker_log(path: Path, warnings: list[str]) -> RunSummary | None:
+    """Summarise one carbontracker run from its ``*_carbontracker_output.log`` (and the standard
+    log beside it, for the PUE and for runs killed before their "Actual" block)."""
+    lines = _read_lines(path)
+    standard = _standard_log_for(path) if path.name.endswith(_CT_OUTPUT_SUFFIX) else None
+    std_lines = _read_lines(standard) if standard is not None and standard.is_file() else []
+    pue = CARBONTRACKER_PUE
+    for text in std_lines:
+        m = _PUE.search(text)
+        if m is not None and math.isfinite(float(m.group(1))) and float(m.group(1)) > 0:
+            pue = float(m.group(1))
+            break
+    started = None
+    for text in lines:
+        ts = _TS.match(text)
+        if ts is not None:
+            try:
+                started = time.mktime(time.strptime(ts.group(1), "%Y-%m-%d %H:%M:%S"))
+            except ValueError:
+                started = None
+            break
+    interrupted = any(_INTERRUPTED in t for t in std_lines + lines)
+    blocks = list(_blocks(path, lines, warnings))
+    actual = [b for b in blocks if b.kind == "Actual"]
+    predicted = [b for b in blocks if b.kind == "Predicted"]
+    run_id = path.name[: -len(_CT_OUTPUT_SUFFIX)].rstrip("_") or path.name
+    note = "carbontracker log; energy includes its PUE"
+    if interrupted:
+        note += "; training was interrupted"
+    if actual:
+        b = actual[-1]
+        # carbontracker's own parser never reads the actual epoch count (it always finds 1),
+        # so it reports predictions for finished runs; we read the count it printed.
+        planned = predicted[-1].epochs if predicted else None
+        return RunSummary(
+            path=str(path),
+            tool="carbontracker",
+            run_id=run_id,
+            started_at=started,
+            duration_s=b.duration_s,
+            energy_kwh=b.energy_kwh / pue,
+            facility_energy_kwh=b.energy_kwh,
+            co2eq_g=b.co2eq_g if math.isfinite(b.co2eq_g) else None,
+            epochs=b.epochs,
+            epochs_planned=planned,
+            complete=not interrupted,
+            note=note,
+        )
+    return _carbontracker_epochs(path, run_id, started, std_lines, pue, predicted, warnings)
+
+
+def _carbontracker_epochs(  # noqa: PLR0917 (a private helper of one caller)
+    path: Path,
+    run_id: str,
+    started: float | None,
+    std_lines: list[str],
+    pue: float,
+    predicted: list[_Block],
+    warnings: list[str],
+) -> RunSummary | None:
+    # No "Actual" block: the run was killed. Sum the epochs of the standard log (power x time,
+    # as carbontracker computes them) and say so; its CO2eq is unknown without the intensity.
+    duration = energy_j = 0.0
+    epochs = 0
+    current: float | None = None
+    for text in std_lines:
+        if _EPOCH.search(text):
+            current = None
+            continue
+        d = _DURATION.search(text)
+        if d is not None:
+            current = _hms(d.group(1))
+            duration += current
+            epochs += 1
+            continue
+        p = _POWER.search(text)
+        if p is not None and current is not None:
+            try:
+                watts = float(p.group(2)) if p.group(2) != "None" else 0.0
+            except ValueError:
+                warnings.append(f"{path}: power {p.group(2)!r} unreadable; value skipped")
+                continue
+            if math.isfinite(watts):
+                energy_j += watts * current
+    if not epochs:
+        if not predicted:
+            return None
+        warnings.append(f"{path}: only a prediction, no measured epoch; run skipped")
+        return None
+    return RunSummary(
+        path=str(path),
+        tool="carbontracker",
+        run_id=run_id,
+        started_at=started,
+        duration_s=duration,
+        energy_kwh=energy_j / J_PER_KWH,
+        facility_energy_kwh=energy_j * pue / J_PER_KWH,
+        co2eq_g=None,
+        epochs=epochs,
+        epochs_planned=predicted[-1].epochs if predicted else None,
+        complete=False,
+        note=f"carbontracker log without an actual block (killed?): {epochs} epoch(s) from "
+        "the standard log; CO2eq unknown",
+    )
+
+
+# -- finding and aggregating ---------------------------------------------------------------------
+
+
+def _kind_of(path: Path) -> str | None:
+    if path.name.endswith(_OUR_SUFFIX):
+        return "carbontrack"
+    if path.name.endswith(_CT_OUTPUT_SUFFIX):
+        return "carbontracker"
+    return None
+
+
+def find_logs(paths: Iterable[str | Path]) -> tuple[list[tuple[Path, str]], list[str]]:
+    """The log files under ``paths`` (files or directories, searched recursively) and the
+    problems found (a path that does not exist, a file of unknown kind)."""
+    found: list[tuple[Path, str]] = []
+    problems: list[str] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            for child in sorted(p.rglob("*")):
+                kind = _kind_of(child) if child.is_file() else None
+                if kind is not None and child.stat().st_size > 0:
+                    found.append((child, kind))
+        elif p.is_file():
+            kind = _kind_of(p)
+            if kind is None:
+                problems.append(
+                    f"{p}: not a run log (expected *.jsonl from carbontrack or "
+                    "*_carbontracker_output.log from carbontracker); skipped"
+                )
+            else:
+                found.append((p, kind))
+        else:
+            problems.append(f"{p}: no such file or directory")
+    return found, problems
+
+
+def aggregate(runs: list[RunSummary]) -> dict[str, Any]:
+    """Totals over ``runs``: energy, facility energy, CO2eq (of the runs that state it), time."""
+    known = [r.co2eq_g for r in runs if r.co2eq_g is not None]
+    return {
+        "runs": len(runs),
+        "duration_s": sum(r.duration_s for r in runs),
+        "energy_kwh": sum(r.energy_kwh for r in runs),
+        "facility_energy_kwh": sum(r.facility_energy_kwh for r in runs),
+        "co2eq_g": sum(known),
+        "runs_without_co2eq": len(runs) - len(known),
+        "incomplete_runs": sum(not r.complete for r in runs),
+        "estimated_runs": sum(r.estimated for r in runs),
+    }
+
+
+def read_runs(paths: Iterable[str | Path]) -> tuple[list[RunSummary], list[str], int]:
+    """Every run in the logs under ``paths``, the warnings, and how many log files were read."""
+    logs, warnings = find_logs(paths)
+    runs: list[RunSummary] = []
+    for path, kind in logs:
+        try:
+            if kind == "carbontrack":
+                summary = parse_run_log(path, warnings)
+            else:
+                summary = parse_carbontracker_log(path, warnings)
+        except OSError as exc:
+            warnings.append(f"{path}: cannot read ({exc}); file skipped")
+            continue
+        if summary is None:
+            warnings.append(f"{path}: no measurement in this log; file skipped")
+        else:
+            runs.append(summary)
+    return runs, warnings, len(logs)
+
+
+# -- output ------------------------------------------------------------------------------------
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts is not None else "?"
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def _co2(g: float | None) -> str:
+    return "unknown" if g is None else f"{g:.3f} g"
+
+
+def format_text(runs: list[RunSummary], total: Mapping[str, Any]) -> str:
+    """A table of runs and the total, readable in a terminal."""
+    head = (
+        f"{'run':<24} {'tool':<13} {'started':<16} {'epochs':>7} {'time':>9} "
+        f"{'energy kWh':>11} {'facility kWh':>13} {'CO2eq':>13}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in runs:
+        epochs = "" if r.epochs is None else str(r.epochs)
+        if r.epochs_planned and r.epochs is not None:
+            epochs = f"{r.epochs}/{r.epochs_planned}"
+        lines.append(
+            f"{r.run_id[:24]:<24} {r.tool:<13} {_when(r.started_at):<16} {epochs:>7} "
+            f"{_duration(r.duration_s):>9} {r.energy_kwh:>11.6f} {r.facility_energy_kwh:>13.6f} "
+            f"{_co2(r.co2eq_g):>13}"
+        )
+        if r.estimated:
+            lines.append("    ESTIMATED: some energy is a model estimate, not a measurement")
+        if r.note:
+            lines.append(f"    {r.note}")
+    lines.append("-" * len(head))
+    lines.append(
+        f"{'total (' + str(total['runs']) + ' runs)':<63} {_duration(total['duration_s']):>9} "
+        f"{total['energy_kwh']:>11.6f} {total['facility_energy_kwh']:>13.6f} "
+        f"{_co2(total['co2eq_g']):>13}"
+    )
+    if total["runs_without_co2eq"]:
+        lines.append(
+            f"  CO2eq total leaves out {total['runs_without_co2eq']} run(s) whose log does not "
+            "state it"
+        )
+    return "\n".join(lines)
+
+
+def format_csv(runs: list[RunSummary], total: Mapping[str, Any]) -> str:
+    """One row per run, then a total row."""
+    out = io.StringIO()
+    fields = [f.name for f in attrs.fields(RunSummary)]
+    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for r in runs:
+        writer.writerow(r.to_dict())
+    writer.writerow(
+        {
+            "path": "",
+            "tool": "",
+            "run_id": "TOTAL",
+            "duration_s": total["duration_s"],
+            "energy_kwh": total["energy_kwh"],
+            "facility_energy_kwh": total["facility_energy_kwh"],
+            "co2eq_g": total["co2eq_g"],
+            "note": f"{total['runs']} runs",
+        }
+    )
+    return out.getvalue()
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    """Add the arguments of ``carbontrack report`` to ``p``."""
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="run log files or directories (searched recursively): carbontrack *.jsonl run logs "
+        "and carbontracker *_carbontracker_output.log files",
+    )
+    p.add_argument(
+        "--format",
+        choices=("text", "json", "csv"),
+        default="text",
+        help="output format (default text)",
+    )
+    p.add_argument(
+        "--json", action="store_const", const="json", dest="format", help="--format json"
+    )
+
+
+def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Run ``carbontrack report``: 0 on success, 1 when no log was found."""
+    out = out if out is not None else sys.stdout
+    err = err if err is not None else sys.stderr
+    runs, warnings, files = read_runs(args.paths)
+    for w in warnings:
+        print(f"carbontrack report: warning: {w}", file=err)
+    if not runs:
+        where = ", ".join(str(p) for p in args.paths)
+        why = f"{files} log file(s) found but none holds a measurement" if files else "no log"
+        print(
+            f"carbontrack report: no runs in {where}: {why} (looked for carbontrack *.jsonl run "
+            "logs and carbontracker *_carbontracker_output.log files)",
+            file=err,
+        )
+        return 1
+    total = aggregate(runs)
+    fmt = getattr(args, "format", "text") or "text"
+    if fmt == "json":
+        data = {
+            "runs": [r.to_dict() for r in runs],
+            "total": total,
+            "warnings": warnings,
+        }
+        print(json.dumps(data, indent=2, allow_nan=False), file=out)
+    elif fmt == "csv":
+        out.write(format_csv(runs, total))
+    else:
+        print(format_text(runs, total), file=out)
+    return 0
