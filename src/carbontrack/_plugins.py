@@ -12,7 +12,7 @@ import importlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from importlib import metadata
 from typing import Any
 
@@ -220,12 +220,3 @@ class PluginHost:
     def implementers(self, hook: str) -> list[str]:
         """Names of the plugins that implement ``hook``, in call order."""
         return [impl.plugin_name for impl in self._impls(hook)]
-
-
-def safe(fn: Callable[[], Any], what: str) -> Any:
-    """Run ``fn`` at an isolation boundary in carbontrack itself; log, return None on error."""
-    try:
-        return fn()
-    except Exception:
-        logger.warning("carbontrack: %s failed; measurement goes on", what, exc_info=True)
-        return None

@@ -14,11 +14,14 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import attrs
 
-from carbontrack._plugins import PluginHost
 from carbontrack.model import Device, Reading
+
+if TYPE_CHECKING:
+    from carbontrack._plugins import PluginHost
 
 __all__ = ["DROP_AFTER_FAILURES", "Sampler", "counter_delta", "trapezoid_j"]
 

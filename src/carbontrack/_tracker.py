@@ -20,11 +20,10 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ParamSpec, TypeVar, overload
 
 from carbontrack import predict as _predict
-from carbontrack._plugins import PluginHost, make_plugin_manager, safe
+from carbontrack._safe import safe
 from carbontrack._sampler import Sampler
 from carbontrack._version import __version__
 from carbontrack.errors import BudgetExceeded, UsageError
-from carbontrack.intensity._world import world_intensity
 from carbontrack.model import (
     J_PER_KWH,
     METHODS,
@@ -98,6 +97,9 @@ class Tracker:
                     "this tracker has already run and cannot restart; create a new one with "
                     "track() (its report stays in .report)"
                 )
+            # Imported here: pluggy and importlib.metadata are not needed to import carbontrack.
+            from carbontrack._plugins import PluginHost, make_plugin_manager
+
             # Loud on purpose: a broken plugin import must fail before training starts.
             pm = make_plugin_manager(autoload=self._autoload, extra_plugins=self._plugins)
             self._host = PluginHost(pm)
@@ -184,6 +186,8 @@ class Tracker:
         )
         if isinstance(found, Intensity):
             return found
+        from carbontrack.intensity._world import world_intensity
+
         return world_intensity("no intensity provider answered: using the world average")
 
     def stop(self) -> Report:
