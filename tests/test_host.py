@@ -63,7 +63,8 @@ def test_failing_plugin_does_not_affect_others_and_is_recorded() -> None:
 def test_firstresult_skips_a_failing_plugin() -> None:
     host = PluginHost(make_plugin_manager(autoload=False, extra_plugins=[_Boom()]))
     location = host.first("carbontrack_locate", settings=make_settings(location="DK"))
-    assert location == Location(country="DK", region=None, source="setting")
+    assert isinstance(location, Location)
+    assert location.country == "DK"
     assert [f.plugin for f in host.failures] == ["boom"]
 
 
