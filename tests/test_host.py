@@ -61,10 +61,15 @@ def test_failing_plugin_does_not_affect_others_and_is_recorded() -> None:
 
 
 def test_firstresult_skips_a_failing_plugin() -> None:
-    host = PluginHost(make_plugin_manager(autoload=False, extra_plugins=[_Boom()]))
-    location = host.first("carbontrack_locate", settings=make_settings(location="DK"))
-    assert isinstance(location, Location)
-    assert location.country == "DK"
+    class Sweden:
+        @hookimpl
+        def carbontrack_locate(self) -> Location:
+            return Location(country="SE", source="test")
+
+    # pluggy asks the last registered first: _Boom fails, then Sweden answers.
+    host = PluginHost(make_plugin_manager(autoload=False, extra_plugins=[Sweden(), _Boom()]))
+    location = host.first("carbontrack_locate", settings=make_settings())
+    assert location == Location(country="SE", source="test")
     assert [f.plugin for f in host.failures] == ["boom"]
 
 
