@@ -1,0 +1,1 @@
+"""Built-in hardware backends: one module per kind of hardware (RAPL, NVML, powermetrics...)."""

@@ -1,0 +1,337 @@
+"""CPU package and DRAM energy on Linux through the powercap (RAPL) interface, Intel and AMD.
+
+Each ``package-N`` zone becomes a ``cpu`` device and its ``dram`` sub-zone a ``dram`` device,
+read from cumulative ``energy_uj`` counters that wrap at ``max_energy_range_uj``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import attrs
+
+from carbontrack.hookspecs import hookimpl
+from carbontrack.model import Device, Reading, Unavailable
+from carbontrack.settings import Settings
+
+__all__ = [
+    "BACKEND",
+    "DEFAULT_POWERCAP_ROOT",
+    "POWERCAP_ROOT_ENV",
+    "UDEV_RULE",
+    "UDEV_RULES_FILE",
+    "Zone",
+    "carbontrack_discover_devices",
+    "carbontrack_read_energy",
+    "find_zones",
+    "permission_fix",
+    "powercap_root",
+]
+
+logger = logging.getLogger(__name__)
+
+BACKEND = "rapl"
+POWERCAP_ROOT_ENV = "CARBONTRACK_POWERCAP_ROOT"
+DEFAULT_POWERCAP_ROOT = "/sys/class/powercap"
+
+#: The persistent fix for the root-only ``energy_uj`` files (kernels since the 2020 security fix).
+UDEV_RULES_FILE = "/etc/udev/rules.d/powercap.rules"
+UDEV_RULE = (
+    'ACTION=="add|change", SUBSYSTEM=="powercap", KERNEL=="intel-rapl:*", '
+    'RUN+="/bin/chmod og+r %S%p/energy_uj"'
+)
+UDEV_APPLY = "sudo udevadm control --reload && sudo udevadm trigger --subsystem-match=powercap"
+
+# Zone directories: ``intel-rapl:<hex id>`` at the top, ``intel-rapl:<hex>:<hex>`` below.
+# ``intel-rapl-mmio:*`` duplicates the package counters and never matches.
+_ZONE_DIR = re.compile(r"intel-rapl(?::[0-9a-f]+){1,2}")
+_PACKAGE = re.compile(r"package-(\d+)(-die-\d+)?")
+_PSYS = re.compile(r"psys(-\d+)?")
+_COUNTER = re.compile(rb"\s*(\d{1,20})\s*")
+
+
+@attrs.frozen
+class Zone:
+    """One powercap zone as found: ``zone_id`` (``intel-rapl:0:0``), ``name`` and directory."""
+
+    zone_id: str
+    name: str
+    path: Path
+
+    @property
+    def top_id(self) -> str:
+        """The id of the top-level zone this zone belongs to (itself when top-level)."""
+        return ":".join(self.zone_id.split(":")[:2])
+
+    @property
+    def is_top(self) -> bool:
+        """Whether the zone is a top-level zone (a package or psys)."""
+        return self.zone_id.count(":") == 1
+
+    @property
+    def energy_file(self) -> Path:
+        """The zone's cumulative counter file."""
+        return self.path / "energy_uj"
+
+
+@attrs.frozen
+class _Counter:
+    # The Device.handle of a RAPL device: the file read at every tick and its wrap range.
+    energy_file: str
+    wrap_j: float | None
+
+
+def powercap_root() -> Path:
+    """The powercap directory: ``$CARBONTRACK_POWERCAP_ROOT`` or ``/sys/class/powercap``."""
+    return Path(os.environ.get(POWERCAP_ROOT_ENV) or DEFAULT_POWERCAP_ROOT)
+
+
+def _hex_key(zone_id: str) -> tuple[int, ...]:
+    return tuple(int(part, 16) for part in zone_id.split(":")[1:])
+
+
+def _zone_dirs(directory: Path) -> list[Path]:
+    try:
+        entries = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    return [directory / e for e in entries if _ZONE_DIR.fullmatch(e)]
+
+
+def _candidates(root: Path) -> Iterable[Path]:
+    # The flat symlinks first (their paths are the ones users know and chmod), then zones
+    # nested in them and in the control-type directory, for roots that point at
+    # /sys/devices/virtual/powercap or trees without flat links for sub-zones.
+    flat = _zone_dirs(root)
+    yield from flat
+    for top in [*flat, *_zone_dirs(root / "intel-rapl")]:
+        yield top
+        yield from _zone_dirs(top)
+
+
+def find_zones(root: Path | None = None) -> list[Zone]:
+    """Every readable-by-name RAPL zone under ``root``, each once, ordered by id.
+
+    Zones are deduplicated by their real path (the flat symlinks and the nested directories are
+    the same zones). A zone whose ``name`` cannot be read (a dangling symlink in a container
+    that masks ``/sys/devices/virtual/powercap``) is left out.
+    """
+    root = powercap_root() if root is None else root
+    seen: set[str] = set()
+    zones: list[Zone] = []
+    for path in _candidates(root):
+        real = os.path.realpath(path)
+        if real in seen:
+            continue
+        seen.add(real)
+        try:
+            name = (path / "name").read_text().strip()
+        except OSError as exc:
+            logger.debug("rapl: skipping %s: %s", path, exc)
+            continue
+        zones.append(Zone(zone_id=path.name, name=name, path=path))
+    return sorted(zones, key=lambda z: _hex_key(z.zone_id))
+
+
+@attrs.frozen
+class _Wanted:
+    zone: Zone
+    device_id: str
+    kind: str
+    label: str
+
+
+def _select(zones: Sequence[Zone], *, psys: bool) -> list[_Wanted]:
+    packages: dict[str, Zone] = {}
+    platforms: dict[str, Zone] = {}
+    drams: dict[str, Zone] = {}
+    for zone in zones:
+        if zone.is_top and _PACKAGE.fullmatch(zone.name):
+            packages.setdefault(zone.name, zone)  # one zone per name: duplicates are one counter
+        elif zone.is_top and _PSYS.fullmatch(zone.name):
+            platforms.setdefault(zone.name, zone)
+        elif not zone.is_top and zone.name == "dram":
+            drams.setdefault(zone.top_id, zone)
+        # core/uncore lie inside their package; anything else is not an energy we sum.
+    if psys and platforms:
+        return [
+            _Wanted(zone, name, "cpu", f"platform ({name}, covers the CPU packages and DRAM)")
+            for name, zone in platforms.items()
+        ]
+    if psys:
+        logger.warning(
+            "carbontrack: rapl_psys=True but this machine has no psys zone; measuring the CPU "
+            "packages and DRAM instead"
+        )
+    wanted = []
+    for name, zone in packages.items():
+        socket = name.removeprefix("package-")
+        wanted.append(_Wanted(zone, name, "cpu", f"CPU package {socket}"))
+        dram = drams.get(zone.top_id)
+        if dram is not None:
+            wanted.append(_Wanted(dram, f"dram-{socket}", "dram", f"DRAM of package {socket}"))
+    return wanted
+
+
+def _read_counter_uj(path: Path | str) -> int:
+    """Read a counter file; raises ``OSError`` or ``ValueError`` (naming the file) on failure."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        data = os.read(fd, 64)
+    finally:
+        os.close(fd)
+    match = _COUNTER.fullmatch(data)
+    if match is None:
+        raise ValueError(f"{path} holds {data[:40]!r}, not a counter in µJ")
+    return int(match.group(1))
+
+
+def _drop_die_mirrors(wanted: list[_Wanted]) -> list[_Wanted]:
+    # AMD Zen 1/2 multi-die parts show package-N-die-M zones that all read one socket counter
+    # (summing them counts the socket several times); Intel dies have counters of their own.
+    # Mirrors read the same value when read back to back: a, b, a again catches an update
+    # that lands between the reads (the hardware updates every ~1 ms).
+    kept: list[_Wanted] = []
+    for item in wanted:
+        die = _PACKAGE.fullmatch(item.zone.name)
+        if item.kind != "cpu" or die is None or die.group(2) is None:
+            kept.append(item)
+            continue
+        socket = die.group(1)
+        mirror_of = None
+        for other in kept:
+            other_die = _PACKAGE.fullmatch(other.zone.name)
+            if other_die is None or other_die.group(1) != socket or other.kind != "cpu":
+                continue
+            try:
+                a1 = _read_counter_uj(other.zone.energy_file)
+                b = _read_counter_uj(item.zone.energy_file)
+                a2 = _read_counter_uj(other.zone.energy_file)
+            except (OSError, ValueError):
+                continue
+            if b in (a1, a2):
+                mirror_of = other
+                break
+        if mirror_of is None:
+            kept.append(item)
+        else:
+            logger.info(
+                "rapl: %s mirrors %s (one socket counter shown per die); counted once",
+                item.zone.name,
+                mirror_of.zone.name,
+            )
+    return kept
+
+
+def _wrap_j(zone: Zone) -> float | None:
+    path = zone.path / "max_energy_range_uj"
+    try:
+        return _read_counter_uj(path) / 1e6
+    except (OSError, ValueError) as exc:
+        # Without the range a wrap looks like a reset: that interval is lost, nothing worse.
+        logger.warning(
+            "carbontrack: cannot read %s (%s); a wrap of %s will count as a reset",
+            path,
+            exc,
+            zone.name,
+        )
+        return None
+
+
+def permission_fix(files: Sequence[Path | str]) -> str:
+    """The words a user needs to make ``files`` (``energy_uj`` counters) readable."""
+    lines = ["Allow reading the RAPL counters until the next reboot:"]
+    lines += [f"  sudo chmod +r {f}" for f in files]
+    lines += [
+        f"or for good, put this line in {UDEV_RULES_FILE}:",
+        f"  {UDEV_RULE}",
+        f"and apply it now: {UDEV_APPLY}",
+    ]
+    return "\n".join(lines)
+
+
+@hookimpl
+def carbontrack_discover_devices(settings: Settings) -> list[Device | Unavailable]:
+    """One ``cpu`` device per CPU package and one ``dram`` device per DRAM zone (or ``psys``).
+
+    Returns ``[]`` when there is no powercap tree (VMs, containers, macOS) or when the run does
+    not measure the CPU; an ``Unavailable`` with the fix when counters exist but are root-only.
+    """
+    if not (settings.wants("cpu") or settings.wants("dram")):
+        return []
+    root = powercap_root()
+    wanted = [
+        w for w in _select(find_zones(root), psys=settings.rapl_psys) if settings.wants(w.kind)
+    ]
+    devices: list[Device] = []
+    denied: list[_Wanted] = []
+    readable: list[_Wanted] = []
+    for item in wanted:
+        try:
+            _read_counter_uj(item.zone.energy_file)
+        except PermissionError:
+            denied.append(item)
+            continue
+        except (OSError, ValueError) as exc:
+            logger.warning("carbontrack: RAPL zone %s is not measured: %s", item.zone.name, exc)
+            continue
+        readable.append(item)
+    for item in _drop_die_mirrors(readable):
+        wrap_j = _wrap_j(item.zone)
+        detail = f"{item.zone.zone_id} ({item.zone.path})"
+        if wrap_j is not None:
+            detail += f", wraps every {wrap_j:,.0f} J"
+        devices.append(
+            Device(
+                id=item.device_id,
+                kind=item.kind,
+                name=f"{item.label} (RAPL)",
+                backend=BACKEND,
+                method="counter",
+                detail=detail,
+                handle=_Counter(str(item.zone.energy_file), wrap_j),
+            )
+        )
+    found: list[Device | Unavailable] = [*devices]
+    if denied:
+        files = [item.zone.energy_file for item in denied]
+        names = ", ".join(item.zone.name for item in denied)
+        found.append(
+            Unavailable(
+                backend=BACKEND,
+                kind="dram" if all(item.kind == "dram" for item in denied) else "cpu",
+                reason=(
+                    f"RAPL energy counters exist ({names}) but this user may not read them: "
+                    "since the 2020 security fix (CVE-2020-8694) energy_uj is readable by "
+                    "root only"
+                ),
+                fix=permission_fix(files),
+            )
+        )
+    return found
+
+
+@hookimpl
+def carbontrack_read_energy(devices: Sequence[Device]) -> list[Reading]:
+    """Read every device's ``energy_uj`` once; a failed read names its file in ``error``."""
+    readings = []
+    for device in devices:
+        counter: _Counter = device.handle
+        path = counter.energy_file
+        try:
+            uj = _read_counter_uj(path)
+        except FileNotFoundError:
+            readings.append(Reading(device.id, error=f"{path} vanished (zone removed?)"))
+        except PermissionError:
+            readings.append(Reading(device.id, error=f"{path} is no longer readable"))
+        except OSError as exc:
+            readings.append(Reading(device.id, error=f"{path}: {exc.strerror or exc}"))
+        except ValueError as exc:
+            readings.append(Reading(device.id, error=str(exc)))
+        else:
+            readings.append(Reading(device.id, joules=uj / 1e6, wrap_j=counter.wrap_j))
+    return readings
