@@ -40,6 +40,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("world", "carbontrack.intensity._world"),
     ("runlog", "carbontrack.writers.runlog:RunLogWriter"),
     ("console", "carbontrack.writers.console:ConsoleWriter"),
+    ("nvml", "carbontrack.backends.nvml"),
     ("rapl", "carbontrack.backends.rapl"),
 )
 

@@ -1,0 +1,603 @@
+"""NVIDIA GPUs through NVML (nvidia-ml-py): energy counters where the GPU has them, else power.
+
+Measures the GPUs this job uses: ``gpu_ids`` if given, else the processes' GPUs
+(``devices_by_pid``), else those ``CUDA_VISIBLE_DEVICES`` exposes, mapped by UUID and PCI bus id.
+
+The module is found through ``$CARBONTRACK_NVML_MODULE`` (default ``pynvml``), imported when
+discovery runs; ``carbontrack.testing.nvml.FakeNVML.installed()`` points it at a fake.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from carbontrack.hookspecs import hookimpl
+from carbontrack.model import Device, Reading, Unavailable
+from carbontrack.settings import Settings
+
+__all__ = [
+    "CUDA_PROBE_ENV",
+    "MODULE_ENV",
+    "parse_bus_id",
+    "parse_visible_devices",
+    "process_tree",
+]
+
+logger = logging.getLogger(__name__)
+
+BACKEND = "nvml"
+MODULE_ENV = "CARBONTRACK_NVML_MODULE"
+#: A command printing the PCI bus ids of all GPUs in CUDA's FASTEST_FIRST order, one per line;
+#: replaces the built-in probe (a Python child asking libcuda) for tests and odd set-ups.
+CUDA_PROBE_ENV = "CARBONTRACK_CUDA_PROBE"
+CUDA_PROBE_TIMEOUT_S = 30.0
+
+# NVML return codes (nvml.h); compared with ``NVMLError.value`` so that any binding works.
+_NOT_SUPPORTED = 3
+_NO_PERMISSION = 4
+_DRIVER_NOT_LOADED = 9
+_LIBRARY_NOT_FOUND = 12
+_GPU_IS_LOST = 15
+_MIG_ENABLE = 1
+
+_INSTALL_FIX = "install the NVIDIA driver (nvidia-smi must work), then rerun"
+
+# Asks the CUDA driver (in a child, so this process never initialises CUDA: a CUDA-initialised
+# parent breaks CUDA in forked children) for the PCI bus id of each device in CUDA order.
+_CUDA_PROBE = """
+import ctypes, sys
+lib = ctypes.CDLL("libcuda.so.1" if sys.platform != "win32" else "nvcuda.dll")
+if lib.cuInit(0) != 0:
+    sys.exit(3)
+n = ctypes.c_int()
+if lib.cuDeviceGetCount(ctypes.byref(n)) != 0:
+    sys.exit(4)
+for i in range(n.value):
+    dev = ctypes.c_int()
+    buf = ctypes.create_string_buffer(64)
+    if lib.cuDeviceGet(ctypes.byref(dev), i) or lib.cuDeviceGetPCIBusId(buf, 64, dev):
+        sys.exit(5)
+    print(buf.value.decode())
+"""
+
+
+# -- pure helpers --------------------------------------------------------------------------
+
+
+def parse_bus_id(text: str | bytes) -> tuple[int, int, int]:
+    """``(domain, bus, device)`` of a PCI bus id in NVML (``00000000:1A:00.0``), CUDA/sysfs
+    (``0000:1a:00.0``) or short (``1a:00.0``) form; raises ``ValueError`` otherwise."""
+    if isinstance(text, bytes):
+        text = text.decode()
+    parts = text.strip().split(":")
+    if len(parts) == 2:
+        parts = ["0", *parts]
+    if len(parts) != 3:
+        raise ValueError(f"not a PCI bus id: {text!r}")
+    domain, bus, rest = parts
+    return int(domain, 16), int(bus, 16), int(rest.split(".")[0], 16)
+
+
+def parse_visible_devices(value: str | None) -> list[str] | None:
+    """The entries of ``CUDA_VISIBLE_DEVICES`` as CUDA reads them; ``None`` means all GPUs.
+
+    An empty value means none; parsing stops at the first entry that is not a non-negative
+    index, a ``GPU-`` UUID (prefix) or a ``MIG-`` id, so ``-1`` or ``NoDevFiles`` hide every GPU
+    and ``0,2,-1,1`` exposes 0 and 2.
+    """
+    if value is None:
+        return None
+    entries: list[str] = []
+    for raw in value.split(","):
+        entry = raw.strip()
+        if not (entry.isdigit() or entry.startswith(("GPU-", "MIG-"))):
+            break
+        entries.append(entry)
+    return entries
+
+
+def process_tree(pid: int, proc_root: Path = Path("/proc")) -> frozenset[int]:
+    """``pid`` and all its descendants, from ``/proc/*/stat``; just ``pid`` without ``/proc``."""
+    children: dict[int, list[int]] = {}
+    try:
+        names = os.listdir(proc_root)
+    except OSError:
+        return frozenset({pid})
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            stat = (proc_root / name / "stat").read_text()
+        except OSError:  # the process ended while we looked
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        fields = stat.rpartition(")")[2].split()
+        if len(fields) >= 2 and fields[1].isdigit():
+            children.setdefault(int(fields[1]), []).append(int(name))
+    found = {pid}
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return frozenset(found)
+
+
+def _text(value: Any) -> str:
+    # Old bindings return bytes where nvidia-ml-py returns str.
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _describe_error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+# -- session and GPUs ----------------------------------------------------------------------
+
+
+@attrs.define(eq=False)
+class _Session:
+    """One ``nvmlInit``; shut down exactly once, whatever happens."""
+
+    nvml: Any
+    _closed: bool = False
+    _lock: threading.Lock = attrs.field(factory=threading.Lock)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self.nvml.nvmlShutdown()
+        except Exception:  # closing must never raise into the run's end
+            logger.debug("nvmlShutdown failed", exc_info=True)
+
+
+@attrs.define(eq=False)
+class _Gpu:
+    """A physical GPU as discovery saw it."""
+
+    handle: Any
+    uuid: str
+    model: str
+    bus_id: str
+    bus: tuple[int, int, int]
+    mig_enabled: bool
+    mig_uuids: tuple[str, ...]
+    mig_handles: tuple[Any, ...]
+    smi_index: int = -1
+
+
+@attrs.define(eq=False)
+class _Handle:
+    """What a Device carries: the session, the NVML handle and why reads stopped (if so)."""
+
+    session: _Session
+    handle: Any
+    label: str
+    lost: str | None = None
+
+
+def _describe(nvml: Any, index: int) -> _Gpu:
+    handle = nvml.nvmlDeviceGetHandleByIndex(index)
+    uuid = _text(nvml.nvmlDeviceGetUUID(handle))
+    model = _text(nvml.nvmlDeviceGetName(handle))
+    pci = nvml.nvmlDeviceGetPciInfo(handle)
+    bus_id = _text(pci.busId)
+    mig_enabled = False
+    mig_uuids: list[str] = []
+    mig_handles: list[Any] = []
+    with contextlib.suppress(nvml.NVMLError):  # NotSupported: no MIG on this GPU
+        mig_enabled = nvml.nvmlDeviceGetMigMode(handle)[0] == _MIG_ENABLE
+    if mig_enabled:
+        for slot in range(nvml.nvmlDeviceGetMaxMigDeviceCount(handle)):
+            try:
+                mig = nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
+            except nvml.NVMLError:  # empty slot (NotFound)
+                continue
+            mig_handles.append(mig)
+            mig_uuids.append(_text(nvml.nvmlDeviceGetUUID(mig)))
+    return _Gpu(
+        handle=handle,
+        uuid=uuid,
+        model=model,
+        bus_id=bus_id,
+        bus=parse_bus_id(bus_id),
+        mig_enabled=mig_enabled,
+        mig_uuids=tuple(mig_uuids),
+        mig_handles=tuple(mig_handles),
+    )
+
+
+# -- which GPUs ----------------------------------------------------------------------------
+
+
+@attrs.frozen
+class _Choice:
+    gpus: tuple[_Gpu, ...]
+    how: str
+    unavailable: tuple[Unavailable, ...] = ()
+
+
+def _match_uuid_prefix(gpus: Sequence[_Gpu], entry: str) -> _Gpu | None:
+    wanted = entry.lower()
+    hits = [g for g in gpus if g.uuid.lower().startswith(wanted)]
+    return hits[0] if len(hits) == 1 else None
+
+
+def _match_mig(gpus: Sequence[_Gpu], entry: str) -> _Gpu | None:
+    if entry.startswith("MIG-GPU-"):  # legacy MIG-GPU-<uuid>/<gi>/<ci>: the parent is named
+        return _match_uuid_prefix(gpus, entry.removeprefix("MIG-").split("/")[0])
+    wanted = entry.lower()
+    hits = [g for g in gpus if any(u.lower().startswith(wanted) for u in g.mig_uuids)]
+    return hits[0] if len(hits) == 1 else None
+
+
+def _resolve(
+    gpus: Sequence[_Gpu], entries: Sequence[str], order: Sequence[_Gpu]
+) -> tuple[list[_Gpu], list[str]]:
+    """Map entries to GPUs; return the GPUs (parents once) and the entries that matched none."""
+    chosen: list[_Gpu] = []
+    unmatched: list[str] = []
+    for entry in entries:
+        gpu: _Gpu | None
+        if entry.isdigit():
+            k = int(entry)
+            gpu = order[k] if k < len(order) else None
+        elif entry.startswith("MIG-"):
+            gpu = _match_mig(gpus, entry)
+        elif entry.startswith("GPU-"):
+            gpu = _match_uuid_prefix(gpus, entry)
+        else:
+            try:
+                bus = parse_bus_id(entry)
+            except ValueError:
+                bus = None
+            gpu = next((g for g in gpus if g.bus == bus), None)
+        if gpu is None:
+            unmatched.append(entry)
+        elif gpu not in chosen:
+            chosen.append(gpu)
+    return chosen, unmatched
+
+
+def _pci_order(gpus: Sequence[_Gpu]) -> list[_Gpu]:
+    return sorted(gpus, key=lambda g: g.bus)
+
+
+def _cuda_probe() -> list[tuple[int, int, int]] | None:
+    command = os.environ.get(CUDA_PROBE_ENV, "").strip()
+    argv = shlex.split(command) if command else [sys.executable, "-c", _CUDA_PROBE]
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    env["CUDA_DEVICE_ORDER"] = "FASTEST_FIRST"
+    try:
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=CUDA_PROBE_TIMEOUT_S,
+            check=True,
+        )
+        return [parse_bus_id(line) for line in done.stdout.split() if line.strip()]
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        logger.debug("CUDA order probe %r failed: %s", argv[:2], exc)
+        return None
+
+
+def _cuda_order(gpus: Sequence[_Gpu], env: Mapping[str, str]) -> list[_Gpu]:
+    """The GPUs in the order CUDA numbers them (what integer CUDA_VISIBLE_DEVICES entries mean)."""
+    pci = _pci_order(gpus)
+    if env.get("CUDA_DEVICE_ORDER", "").strip().upper() == "PCI_BUS_ID":
+        return pci
+    # FASTEST_FIRST (the default): identical GPUs come in PCI order; with different models only
+    # CUDA knows its ranking, so ask it (in a child process).
+    if len({g.model for g in gpus}) <= 1:
+        return pci
+    probed = _cuda_probe()
+    by_bus = {g.bus: g for g in gpus}
+    if probed is not None and set(probed) == set(by_bus) and len(probed) == len(by_bus):
+        return [by_bus[b] for b in probed]
+    logger.warning(
+        "carbontrack: cannot tell which of these different GPUs CUDA numbers first "
+        "(CUDA_DEVICE_ORDER=FASTEST_FIRST and the CUDA driver could not be asked); assuming PCI "
+        "bus order. To be sure, set CUDA_DEVICE_ORDER=PCI_BUS_ID or list GPU UUIDs "
+        "(nvidia-smi -L) in CUDA_VISIBLE_DEVICES"
+    )
+    return pci
+
+
+def _visible(gpus: Sequence[_Gpu], env: Mapping[str, str]) -> _Choice:
+    entries = parse_visible_devices(env.get("CUDA_VISIBLE_DEVICES"))
+    if entries is None:
+        return _Choice(tuple(_pci_order(gpus)), "all GPUs (CUDA_VISIBLE_DEVICES unset)")
+    needs_order = any(e.isdigit() for e in entries)
+    order = _cuda_order(gpus, env) if needs_order else []
+    chosen: list[_Gpu] = []
+    for i, entry in enumerate(entries):
+        found, unmatched = _resolve(gpus, [entry], order)
+        if unmatched:
+            # CUDA stops at the first entry it cannot use; so do we, and say what was left out.
+            logger.warning(
+                "carbontrack: CUDA_VISIBLE_DEVICES entry %r matches no GPU here; like CUDA, "
+                "ignoring it and the entries after it (%s)",
+                entry,
+                ",".join(entries[i + 1 :]) or "none",
+            )
+            break
+        chosen.extend(g for g in found if g not in chosen)
+    value = env.get("CUDA_VISIBLE_DEVICES", "")
+    return _Choice(tuple(chosen), f"CUDA_VISIBLE_DEVICES={value}")
+
+
+def _compute_pids(nvml: Any, handle: Any) -> list[int]:
+    mismatch = getattr(nvml, "NVMLLibraryMismatchError", ())
+    try:
+        try:
+            procs = nvml.nvmlDeviceGetComputeRunningProcesses(handle)
+        except mismatch:  # an older driver without _v3: the unversioned call refuses
+            procs = nvml.nvmlDeviceGetComputeRunningProcesses_v2(handle)
+    except nvml.NVMLError as exc:
+        logger.debug("cannot list processes on a GPU: %s", _describe_error(exc))
+        return []
+    return [int(p.pid) for p in procs]
+
+
+def _by_process(
+    nvml: Any, gpus: Sequence[_Gpu], pid: int, proc_root: Path
+) -> tuple[list[_Gpu], str]:
+    """GPUs on which ``pid`` or its descendants compute, and, when there are none, why."""
+    ours = process_tree(pid, proc_root)
+    seen: set[int] = set()
+    chosen: list[_Gpu] = []
+    for gpu in _pci_order(gpus):
+        pids = set(_compute_pids(nvml, gpu.handle))
+        for mig in gpu.mig_handles:
+            pids.update(_compute_pids(nvml, mig))
+        seen |= pids
+        if pids & ours:
+            chosen.append(gpu)
+    if chosen:
+        return chosen, ""
+    if not seen:
+        why = (
+            f"no process computes on any GPU yet (process {pid} has not used CUDA when the "
+            "run started)"
+        )
+    elif not any((proc_root / str(p)).exists() for p in seen):
+        why = (
+            f"NVML lists processes {sorted(seen)} that this process cannot see: inside a "
+            "container without the host PID namespace (run it with --pid=host) NVML's PIDs "
+            "never match"
+        )
+    else:
+        why = f"the processes on the GPUs {sorted(seen)} are not process {pid} or its children"
+    return [], why
+
+
+def _choose(nvml: Any, gpus: Sequence[_Gpu], settings: Settings, proc_root: Path) -> _Choice:
+    if settings.gpu_ids is not None:
+        chosen, unmatched = _resolve(gpus, settings.gpu_ids, _pci_order(gpus))
+        known = ", ".join(f"{g.smi_index} ({g.uuid}, {g.bus_id})" for g in _pci_order(gpus))
+        unavailable = tuple(
+            Unavailable(
+                backend=BACKEND,
+                kind="gpu",
+                reason=f"gpu_ids entry {entry!r} matches no GPU here; the GPUs are: {known}",
+                fix="pass gpu_ids as nvidia-smi indices, GPU-/MIG- UUIDs (nvidia-smi -L) or PCI "
+                "bus ids of the GPUs listed",
+            )
+            for entry in unmatched
+        )
+        return _Choice(tuple(chosen), f"gpu_ids={','.join(settings.gpu_ids)}", unavailable)
+    visible = _visible(gpus, os.environ)
+    if settings.devices_by_pid:
+        chosen, why = _by_process(nvml, gpus, settings.tracked_pid, proc_root)
+        if chosen:
+            return _Choice(tuple(chosen), f"devices_by_pid (process {settings.tracked_pid})")
+        logger.warning(
+            "carbontrack: devices_by_pid found no GPU to measure: %s; measuring the visible "
+            "GPUs instead (%s)",
+            why,
+            visible.how,
+        )
+        return _Choice(visible.gpus, f"{visible.how}; devices_by_pid found none: {why}")
+    return visible
+
+
+# -- hooks ---------------------------------------------------------------------------------
+
+
+def _load_module() -> Any | None:
+    name = os.environ.get(MODULE_ENV, "").strip() or "pynvml"
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        if name != "pynvml":
+            logger.warning(
+                "carbontrack: %s=%s names a module that cannot be imported; NVIDIA GPUs are not "
+                "measured",
+                MODULE_ENV,
+                name,
+            )
+        return None
+
+
+def _method(nvml: Any, gpu: _Gpu) -> str | Exception:
+    """``counter`` or ``power``, or the error that makes the GPU unreadable."""
+    try:
+        nvml.nvmlDeviceGetTotalEnergyConsumption(gpu.handle)
+        return "counter"
+    except nvml.NVMLError as exc:
+        if getattr(exc, "value", None) != _NOT_SUPPORTED:
+            return typing.cast(Exception, exc)
+    try:  # pre-Volta: no energy counter, sample power
+        nvml.nvmlDeviceGetPowerUsage(gpu.handle)
+        return "power"
+    except nvml.NVMLError as exc:
+        return typing.cast(Exception, exc)
+
+
+def _device(session: _Session, gpu: _Gpu, how: str) -> Device | Unavailable:
+    nvml = session.nvml
+    label = f"GPU {gpu.smi_index} ({gpu.uuid})"
+    method = _method(nvml, gpu)
+    if isinstance(method, Exception):
+        code = getattr(method, "value", None)
+        if code == _NOT_SUPPORTED:
+            fix = "none: this GPU reports neither energy nor power through NVML"
+        elif code == _NO_PERMISSION:
+            fix = "run as a user allowed to query the GPU (check /dev/nvidia* permissions)"
+        else:
+            fix = "check the GPU with nvidia-smi; reset or reseat it if it reports errors"
+        return Unavailable(
+            backend=BACKEND,
+            kind="gpu",
+            reason=f"{label} {gpu.model} at {gpu.bus_id}: {_describe_error(method)}",
+            fix=fix,
+        )
+    how_measured = (
+        "energy counter (nvmlDeviceGetTotalEnergyConsumption)"
+        if method == "counter"
+        else "power sampled every interval_s (nvmlDeviceGetPowerUsage; no energy counter)"
+    )
+    detail = f"{gpu.uuid}, PCI {gpu.bus_id}, {how_measured}; selected by {how}"
+    if gpu.mig_enabled:
+        detail += "; MIG enabled: the whole GPU's energy, shared with its other MIG instances"
+    return Device(
+        id=gpu.uuid,
+        kind="gpu",
+        name=f"GPU {gpu.smi_index} {gpu.model}",
+        backend=BACKEND,
+        method="counter" if method == "counter" else "power",
+        shared=gpu.mig_enabled,
+        detail=detail,
+        handle=_Handle(session=session, handle=gpu.handle, label=label),
+    )
+
+
+def _init_failure(exc: Exception) -> list[Device | Unavailable]:
+    code = getattr(exc, "value", None)
+    if code == _LIBRARY_NOT_FOUND:
+        return []  # no NVIDIA driver here: nothing to measure, nothing to say
+    if code == _DRIVER_NOT_LOADED:
+        fix = "load the NVIDIA kernel driver (sudo modprobe nvidia) or reinstall the driver"
+    elif code == _NO_PERMISSION:
+        fix = "give this user access to /dev/nvidia* (the video group on many systems)"
+    else:
+        fix = "check that nvidia-smi works; a driver/library version mismatch needs a reboot"
+    return [
+        Unavailable(
+            backend=BACKEND,
+            kind="gpu",
+            reason=f"nvmlInit failed: {_describe_error(exc)}",
+            fix=fix,
+        )
+    ]
+
+
+def discover(settings: Settings, proc_root: Path = Path("/proc")) -> list[Device | Unavailable]:
+    """Find the GPUs to measure (see the module docstring); what the discovery hook returns."""
+    if not settings.wants("gpu"):
+        return []  # nothing to do, and no nvmlInit to undo
+    nvml = _load_module()
+    if nvml is None:
+        return []
+    try:
+        nvml.nvmlInit()
+    except nvml.NVMLError as exc:
+        return _init_failure(exc)
+    session = _Session(nvml)
+    found: list[Device | Unavailable] = []
+    try:
+        found = _discover(session, settings, proc_root)
+    finally:
+        # Close now unless devices will be read (and closed by carbontrack_close_devices).
+        if not any(isinstance(item, Device) for item in found):
+            session.shutdown()
+    return found
+
+
+def _discover(session: _Session, settings: Settings, proc_root: Path) -> list[Device | Unavailable]:
+    nvml = session.nvml
+    found: list[Device | Unavailable] = []
+    gpus: list[_Gpu] = []
+    for index in range(nvml.nvmlDeviceGetCount()):
+        try:
+            gpus.append(_describe(nvml, index))
+        except nvml.NVMLError as exc:
+            found.append(
+                Unavailable(
+                    backend=BACKEND,
+                    kind="gpu",
+                    reason=f"GPU at NVML index {index}: {_describe_error(exc)}",
+                    fix="check the GPU with nvidia-smi; reset or reseat it if it reports errors",
+                )
+            )
+    for smi_index, gpu in enumerate(_pci_order(gpus)):
+        gpu.smi_index = smi_index
+    if not gpus:
+        return found
+    choice = _choose(nvml, gpus, settings, proc_root)
+    found.extend(choice.unavailable)
+    found.extend(_device(session, gpu, choice.how) for gpu in choice.gpus)
+    return found
+
+
+@hookimpl
+def carbontrack_discover_devices(settings: Settings) -> list[Device | Unavailable]:
+    """Return the NVIDIA GPUs this job uses, each with its method (``counter`` or ``power``)."""
+    return discover(settings)
+
+
+def _read(device: Device) -> Reading:
+    handle: _Handle = device.handle
+    if handle.lost is not None:
+        return Reading(device.id, error=handle.lost)
+    nvml = handle.session.nvml
+    call = (
+        "nvmlDeviceGetTotalEnergyConsumption"
+        if device.method == "counter"
+        else "nvmlDeviceGetPowerUsage"
+    )
+    try:
+        value = getattr(nvml, call)(handle.handle)
+    except Exception as exc:  # one GPU's failure is that GPU's error, never the run's
+        error = f"{call} for {handle.label} failed: {_describe_error(exc)}"
+        if getattr(exc, "value", None) == _GPU_IS_LOST:
+            # A lost GPU stays lost until a reset; don't keep asking the driver.
+            handle.lost = error
+        return Reading(device.id, error=error)
+    if device.method == "counter":
+        # mJ since the driver loaded; u64, never wraps in practice: a decrease is a reset.
+        return Reading(device.id, joules=value / 1000.0, wrap_j=None)
+    return Reading(device.id, watts=value / 1000.0)
+
+
+@hookimpl
+def carbontrack_read_energy(devices: Sequence[Device]) -> list[Reading]:
+    """Read each GPU's energy counter (J) or power (W); a failing GPU gives an error reading."""
+    return [_read(d) for d in devices]
+
+
+@hookimpl
+def carbontrack_close_devices(devices: Sequence[Device]) -> None:
+    """Shut NVML down once for the session these devices came from."""
+    sessions = {id(d.handle.session): d.handle.session for d in devices if d.handle is not None}
+    for session in sessions.values():
+        session.shutdown()

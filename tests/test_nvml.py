@@ -1,0 +1,642 @@
+"""The NVML backend, against carbontrack.testing.nvml's fake pynvml (and the real one's API)."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from carbontrack import _tracker
+from carbontrack.backends import nvml as backend
+from carbontrack.model import Device, Report, Unavailable
+from carbontrack.settings import make_settings
+from carbontrack.testing import FakeClock
+from carbontrack.testing import nvml as fake_nvml
+from carbontrack.testing.nvml import (
+    FakeGpu,
+    FakeMigInstance,
+    FakeNVML,
+    NVMLError,
+    PowerTrace,
+)
+
+OTHER_BACKENDS = "rapl,powermetrics,estimate"
+
+
+def gpu(n: int, bus: int, **kw: object) -> FakeGpu:
+    """A fake GPU with a recognisable UUID and PCI bus number."""
+    return FakeGpu(
+        uuid=f"GPU-{str(n) * 8}-aaaa-bbbb-cccc-{n:012d}",
+        pci_bus_id=f"00000000:{bus:02X}:00.0",
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+# NVML index order deliberately differs from PCI bus order: PCI order is B, A, C.
+A, B, C = 1, 2, 3
+
+
+def three_gpus(**kw: object) -> list[FakeGpu]:
+    return [gpu(A, 0x3B, **kw), gpu(B, 0x1A, **kw), gpu(C, 0x88, **kw)]
+
+
+def uuid(n: int) -> str:
+    return gpu(n, 0).uuid
+
+
+@pytest.fixture(autouse=True)
+def _nvml_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CARBONTRACK_DISABLE_PLUGINS", OTHER_BACKENDS)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
+    monkeypatch.delenv(backend.CUDA_PROBE_ENV, raising=False)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def discover(fake: FakeNVML, **options: object) -> list[Device | Unavailable]:
+    """Run discovery against ``fake``, close what it opened, return what it found."""
+    with fake.installed():
+        found = backend.discover(make_settings(**options))
+        backend.carbontrack_close_devices([d for d in found if isinstance(d, Device)])
+    assert fake.shutdown_count == fake.init_count
+    return found
+
+
+def devices(found: list[Device | Unavailable]) -> list[Device]:
+    return [d for d in found if isinstance(d, Device)]
+
+
+def ids(found: list[Device | Unavailable]) -> list[str]:
+    return [d.id for d in devices(found)]
+
+
+def run(fake: FakeNVML, clock: FakeClock, steps: list[float], **options: object) -> Report:
+    """A tracked run reading the GPUs after each step of the fake clock (no background reads)."""
+    settings = make_settings(interval_s=3600.0, write_log=False, verbose=0, **options)
+    with fake.installed():
+        tracker = _tracker.Tracker(settings, clock=clock)
+        tracker.start()
+        for step in steps:
+            clock.advance(step)
+            tracker.snapshot()
+        return tracker.stop()
+
+
+# -- the fake stays faithful to nvidia-ml-py --------------------------------------------------
+
+
+def test_fake_functions_have_the_signatures_of_the_real_pynvml() -> None:
+    pynvml = pytest.importorskip("pynvml")
+    fake = FakeNVML()
+    assert len(fake_nvml.FUNCTIONS) >= 20
+    for name in fake_nvml.FUNCTIONS:
+        real = getattr(pynvml, name, None)
+        assert real is not None, f"pynvml has no {name}"
+        want = [(p.name, p.kind) for p in inspect.signature(real).parameters.values()]
+        got = [(p.name, p.kind) for p in inspect.signature(getattr(fake, name)).parameters.values()]
+        assert got == want, name
+
+
+def test_fake_error_classes_and_constants_match_the_real_pynvml() -> None:
+    pynvml = pytest.importorskip("pynvml")
+    for const, code in fake_nvml.ERROR_CODES.items():
+        assert getattr(pynvml, const) == code
+        real_cls = type(pynvml.NVMLError(code))
+        fake_exc = NVMLError(code)
+        assert type(fake_exc).__name__ == real_cls.__name__
+        assert isinstance(fake_exc, NVMLError)
+        assert fake_exc.value == code
+        assert str(fake_exc) == str(pynvml.NVMLError(code))
+    for const, value in fake_nvml.CONSTANTS.items():
+        assert getattr(pynvml, const) == value, const
+    real_mismatch = pynvml.NVMLLibraryMismatchError
+    assert not issubclass(real_mismatch, pynvml.NVMLError)
+    assert not issubclass(fake_nvml.NVMLLibraryMismatchError, NVMLError)
+
+
+def test_fake_subclass_is_raised_and_caught_by_its_own_name() -> None:
+    fake = FakeNVML([gpu(A, 0x3B, lost=True)])
+    fake.nvmlInit()
+    handle = fake.nvmlDeviceGetHandleByIndex(0)
+    with pytest.raises(fake.NVMLError_GpuIsLost, match="GPU is lost"):  # type: ignore[attr-defined]
+        fake.nvmlDeviceGetTotalEnergyConsumption(handle)
+    fake.nvmlShutdown()
+    with pytest.raises(fake.NVMLError_Uninitialized):  # type: ignore[attr-defined]
+        fake.nvmlDeviceGetCount()
+
+
+def test_fake_units_are_millijoules_and_milliwatts(clock: FakeClock) -> None:
+    fake = FakeNVML([gpu(A, 0x3B, power=250.0, start_mj=1000)], clock=clock)
+    fake.nvmlInit()
+    h = fake.nvmlDeviceGetHandleByIndex(0)
+    clock.advance(2.0)
+    assert fake.nvmlDeviceGetTotalEnergyConsumption(h) == 1000 + 500_000
+    assert fake.nvmlDeviceGetPowerUsage(h) == 250_000
+    assert fake.nvmlDeviceGetPciInfo(h).busId == b"00000000:3B:00.0"
+
+
+def test_power_trace_energy_is_exact() -> None:
+    trace = PowerTrace.from_steps([(1.0, 100.0), (0.5, 300.0), (2.0, 50.0)])
+    assert trace.energy_j(1.5) == pytest.approx(250.0)
+    assert trace.energy_j(10.0) == pytest.approx(250.0 + 50.0 * 8.5)
+    assert trace.power_w(1.2) == 300.0
+
+
+# -- parsing ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "entries"),
+    [
+        (None, None),
+        ("", []),
+        ("-1", []),
+        ("NoDevFiles", []),
+        ("0,2,-1,1", ["0", "2"]),
+        (" 1 , 0 ", ["1", "0"]),
+        ("GPU-8932f937,1", ["GPU-8932f937", "1"]),
+        ("MIG-0c9a4f7e-1d2b-5a6c-9e8f-0123456789ab", ["MIG-0c9a4f7e-1d2b-5a6c-9e8f-0123456789ab"]),
+        ("MIG-GPU-8932f937-aaaa/1/0", ["MIG-GPU-8932f937-aaaa/1/0"]),
+        ("0,foo,1", ["0"]),
+    ],
+)
+def test_cuda_visible_devices_is_parsed_as_cuda_does(
+    value: str | None, entries: list[str] | None
+) -> None:
+    assert backend.parse_visible_devices(value) == entries
+
+
+@pytest.mark.parametrize(
+    "text", ["00000000:1A:00.0", "0000:1a:00.0", "1a:00.0", b"00000000:1A:00.0"]
+)
+def test_pci_bus_ids_compare_as_numbers_in_every_form(text: str | bytes) -> None:
+    assert backend.parse_bus_id(text) == (0, 0x1A, 0)
+
+
+def test_process_tree_follows_children_in_proc(tmp_path: Path) -> None:
+    def proc(pid: int, ppid: int, comm: str) -> None:
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "stat").write_text(f"{pid} ({comm}) S {ppid} 1 1 0 -1\n")
+
+    proc(100, 1, "python")
+    proc(101, 100, "pt worker (1) x")  # comm with spaces and parentheses
+    proc(102, 101, "child")
+    proc(200, 1, "other")
+    (tmp_path / "self").mkdir()
+    assert backend.process_tree(100, tmp_path) == {100, 101, 102}
+    assert backend.process_tree(100, tmp_path / "missing") == {100}
+
+
+# -- methods ------------------------------------------------------------------------------
+
+
+def test_counter_gpu_energy_is_the_counter_difference(clock: FakeClock) -> None:
+    fake = FakeNVML([gpu(A, 0x3B, power=300.0)], clock=clock)
+    report = run(fake, clock, [7.0, 13.0])
+    (dev,) = report.devices
+    assert dev.method == "counter"
+    assert dev.energy_j == pytest.approx(300.0 * 20.0)
+    assert fake.calls["nvmlDeviceGetPowerUsage"] == 0  # a counter is never sampled as power
+
+
+def test_counter_reading_is_joules_without_wrap(clock: FakeClock) -> None:
+    fake = FakeNVML([gpu(A, 0x3B, start_mj=123_456)], clock=clock)
+    with fake.installed():
+        found = devices(backend.discover(make_settings()))
+        (reading,) = backend.carbontrack_read_energy(found)
+        backend.carbontrack_close_devices(found)
+    assert reading.joules == pytest.approx(123.456)
+    assert reading.wrap_j is None
+
+
+def test_power_only_gpu_is_sampled_and_integrated(clock: FakeClock) -> None:
+    trace = PowerTrace.from_steps([(10.0, 100.0), (10.0, 200.0)])
+    fake = FakeNVML(
+        [gpu(A, 0x3B, name="Tesla P100", energy_counter=False, power=trace)], clock=clock
+    )
+    report = run(fake, clock, [1.0] * 20)
+    (dev,) = report.devices
+    assert dev.method == "power"
+    # Trapezoid over 1 s samples; the power reads 200 W from t=10 s, so the second before the
+    # step counts (100 + 200) / 2 W: 50 J more than the exact 3000 J.
+    assert dev.energy_j == pytest.approx(100.0 * 9 + 150.0 + 200.0 * 10)
+    with fake.installed():
+        (device,) = devices(backend.discover(make_settings()))
+        (reading,) = backend.carbontrack_read_energy([device])
+        backend.carbontrack_close_devices([device])
+    assert reading.watts == pytest.approx(200.0)
+    assert "power sampled" in device.detail
+
+
+def test_mixed_machine_measures_each_gpu_its_own_way(clock: FakeClock) -> None:
+    fake = FakeNVML(
+        [gpu(A, 0x3B, power=300.0), gpu(B, 0x1A, energy_counter=False, power=100.0)], clock=clock
+    )
+    report = run(fake, clock, [1.0] * 10)
+    methods = {d.id: d.method for d in report.devices}
+    assert methods == {uuid(A): "counter", uuid(B): "power"}
+    assert report.energy_j == pytest.approx(4000.0)  # summed, never averaged
+    (gpu_component,) = report.components
+    assert gpu_component.methods == ("counter", "power")
+
+
+def test_gpu_without_energy_or_power_is_unavailable_with_reason() -> None:
+    fake = FakeNVML([gpu(A, 0x3B, energy_counter=False, power_sensor=False), gpu(B, 0x1A)])
+    found = discover(fake)
+    assert ids(found) == [uuid(B)]
+    (unavailable,) = [u for u in found if isinstance(u, Unavailable)]
+    assert "NVMLError_NotSupported" in unavailable.reason
+    assert uuid(A) in unavailable.reason
+
+
+def test_devices_are_named_in_nvidia_smi_order() -> None:
+    found = devices(discover(FakeNVML(three_gpus())))
+    assert [d.id for d in found] == [uuid(B), uuid(A), uuid(C)]
+    assert [d.name.split()[1] for d in found] == ["0", "1", "2"]
+    assert "00000000:1A:00.0" in found[0].detail
+
+
+# -- which GPUs ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["", "-1", "NoDevFiles", "-1,0"])
+def test_cuda_visible_devices_that_hide_all_gpus_measure_none(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", value)
+    fake = FakeNVML(three_gpus())
+    assert discover(fake) == []
+    assert fake.init_count == 1  # and discover() checked that it was shut down
+
+
+@pytest.mark.parametrize(
+    ("order", "value", "expected"),
+    [
+        ("PCI_BUS_ID", "0", [B]),
+        ("PCI_BUS_ID", "1", [A]),
+        ("PCI_BUS_ID", "2,0", [C, B]),
+        # Identical GPUs: FASTEST_FIRST ties are broken by PCI bus id, so it is PCI order too.
+        ("FASTEST_FIRST", "0", [B]),
+        (None, "2", [C]),
+    ],
+)
+def test_integer_entries_follow_the_cuda_device_order_not_nvml_indices(
+    monkeypatch: pytest.MonkeyPatch, order: str | None, value: str, expected: list[int]
+) -> None:
+    if order is not None:
+        monkeypatch.setenv("CUDA_DEVICE_ORDER", order)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", value)
+    assert ids(discover(FakeNVML(three_gpus()))) == [uuid(n) for n in expected]
+
+
+def write_probe(tmp_path: Path, lines: list[str], exit_code: int = 0) -> str:
+    """A fake CUDA probe executable printing PCI bus ids in CUDA's order."""
+    script = tmp_path / "probe.py"
+    body = f"""
+        import os, sys
+        assert "CUDA_VISIBLE_DEVICES" not in os.environ
+        assert os.environ["CUDA_DEVICE_ORDER"] == "FASTEST_FIRST"
+        print("\\n".join({lines!r}))
+        sys.exit({exit_code})
+    """
+    script.write_text(textwrap.dedent(body))
+    return f"{sys.executable} {script}"
+
+
+def mixed_models() -> list[FakeGpu]:
+    return [gpu(A, 0x3B, name="NVIDIA A100"), gpu(B, 0x1A, name="Tesla T4"), gpu(C, 0x88)]
+
+
+def test_fastest_first_with_different_models_asks_cuda_for_its_order(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # CUDA ranks the A100s first: C (0x88), A (0x3B), then the T4 (0x1A); sysfs form, lowercase.
+    probe = write_probe(tmp_path, ["0000:88:00.0", "0000:3b:00.0", "0000:1a:00.0"])
+    monkeypatch.setenv(backend.CUDA_PROBE_ENV, probe)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,2")
+    assert ids(discover(FakeNVML(mixed_models()))) == [uuid(C), uuid(B)]
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # then the probe is not needed
+    assert ids(discover(FakeNVML(mixed_models()))) == [uuid(B), uuid(C)]
+
+
+def test_fastest_first_falls_back_to_pci_order_with_a_warning_when_cuda_cannot_answer(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv(backend.CUDA_PROBE_ENV, write_probe(tmp_path, [], exit_code=3))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    with caplog.at_level(logging.WARNING):
+        assert ids(discover(FakeNVML(mixed_models()))) == [uuid(B)]
+    assert "CUDA_DEVICE_ORDER=PCI_BUS_ID" in caplog.text
+
+
+def test_gpu_uuid_prefixes_select_by_uuid(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", f"{uuid(C)[:12]},{uuid(A)}")
+    assert ids(discover(FakeNVML(three_gpus()))) == [uuid(C), uuid(A)]
+
+
+def test_an_unusable_entry_ends_the_list_like_cuda(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # "GPU-" is ambiguous (every GPU), 7 is out of range: both stop parsing there.
+    for value in ("2,GPU-,0", "2,7,0"):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", value)
+        with caplog.at_level(logging.WARNING):
+            assert ids(discover(FakeNVML(three_gpus()))) == [uuid(C)]
+        assert "matches no GPU" in caplog.text
+
+
+def mig_machine() -> list[FakeGpu]:
+    migs = [
+        FakeMigInstance("MIG-11111111-0000-0000-0000-000000000001", 1, 0, processes=[]),
+        FakeMigInstance("MIG-11111111-0000-0000-0000-000000000002", 2, 0, processes=[]),
+    ]
+    return [gpu(A, 0x3B, mig=migs), gpu(B, 0x1A, mig_capable=False)]
+
+
+def test_mig_instances_measure_their_parent_gpu_once_marked_shared(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(
+        "CUDA_VISIBLE_DEVICES",
+        "MIG-11111111-0000-0000-0000-000000000002,MIG-11111111-0000-0000-0000-000000000001",
+    )
+    (device,) = devices(discover(FakeNVML(mig_machine())))
+    assert device.id == uuid(A)
+    assert device.shared is True
+    assert device.method == "counter"
+    assert "MIG" in device.detail
+
+
+def test_legacy_mig_ids_name_their_parent(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", f"MIG-{uuid(A)}/1/0")
+    (device,) = devices(discover(FakeNVML(mig_machine())))
+    assert (device.id, device.shared) == (uuid(A), True)
+
+
+def test_all_gpus_with_mig_enabled_are_marked_shared() -> None:
+    shared = {d.id: d.shared for d in devices(discover(FakeNVML(mig_machine())))}
+    assert shared == {uuid(A): True, uuid(B): False}
+
+
+def test_gpu_ids_override_cuda_visible_devices_and_use_nvidia_smi_numbers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    fake = FakeNVML(three_gpus())
+    assert ids(discover(fake, gpu_ids=[0])) == [uuid(B)]
+    assert ids(discover(fake, gpu_ids=f"2,{uuid(A)[:10]}")) == [uuid(C), uuid(A)]
+    assert ids(discover(fake, gpu_ids="0000:3b:00.0")) == [uuid(A)]
+
+
+def test_gpu_ids_that_match_nothing_are_reported_with_the_gpus_there() -> None:
+    found = discover(FakeNVML(three_gpus()), gpu_ids="1,9")
+    assert ids(found) == [uuid(A)]
+    (unavailable,) = [u for u in found if isinstance(u, Unavailable)]
+    assert "'9'" in unavailable.reason
+    assert uuid(C) in unavailable.reason
+
+
+# -- devices_by_pid ------------------------------------------------------------------------
+
+
+def test_devices_by_pid_measures_the_gpus_of_this_process() -> None:
+    gpus = three_gpus()
+    gpus[2].processes = [os.getpid()]
+    gpus[0].processes = [999_999_999]  # someone else
+    assert ids(discover(FakeNVML(gpus), devices_by_pid=True)) == [uuid(C)]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_devices_by_pid_includes_the_children_of_the_process() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        gpus = three_gpus()
+        gpus[0].processes = [child.pid]
+        assert ids(discover(FakeNVML(gpus), devices_by_pid=True)) == [uuid(A)]
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_devices_by_pid_uses_the_tracked_pid(monkeypatch: pytest.MonkeyPatch) -> None:
+    gpus = three_gpus()
+    gpus[1].processes = [os.getppid()]
+    found = discover(FakeNVML(gpus), devices_by_pid=True, pid=os.getppid())
+    assert ids(found) == [uuid(B)]
+
+
+def test_devices_by_pid_sees_processes_on_mig_instances() -> None:
+    gpus = mig_machine()
+    gpus[0].mig[1].processes = [os.getpid()]
+    found = devices(discover(FakeNVML(gpus), devices_by_pid=True))
+    assert [(d.id, d.shared) for d in found] == [(uuid(A), True)]
+
+
+def test_devices_by_pid_works_with_drivers_without_v3_process_calls() -> None:
+    gpus = three_gpus()
+    gpus[0].processes = [os.getpid()]
+    fake = FakeNVML(gpus, versioned_processes_only=True)
+    assert ids(discover(fake, devices_by_pid=True)) == [uuid(A)]
+    assert fake.calls["nvmlDeviceGetComputeRunningProcesses_v2"] == 3
+
+
+def test_devices_by_pid_without_visible_processes_says_so_and_falls_back(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A container without the host PID namespace: NVML's host PIDs don't exist here.
+    gpus = three_gpus()
+    gpus[0].processes = [999_999_991]
+    gpus[1].processes = [999_999_992]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    with caplog.at_level(logging.WARNING):
+        found = devices(discover(FakeNVML(gpus), devices_by_pid=True))
+    assert [d.id for d in found] == [uuid(A)]
+    assert "--pid=host" in caplog.text
+    assert "devices_by_pid found none" in found[0].detail
+
+
+def test_devices_by_pid_before_any_gpu_work_falls_back_to_visible_gpus(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        found = discover(FakeNVML(three_gpus()), devices_by_pid=True)
+    assert ids(found) == [uuid(B), uuid(A), uuid(C)]
+    assert "no process computes on any GPU yet" in caplog.text
+
+
+# -- NVML missing or broken ----------------------------------------------------------------
+
+
+def test_no_nvidia_library_means_no_devices_and_no_noise(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake = FakeNVML(init_error=fake_nvml.CONSTANTS["NVML_ERROR_LIBRARY_NOT_FOUND"])
+    with caplog.at_level(logging.INFO), fake.installed():
+        assert backend.discover(make_settings()) == []
+    assert caplog.text == ""
+
+
+def test_no_gpus_means_no_devices() -> None:
+    fake = FakeNVML([])
+    assert discover(fake) == []
+    assert fake.init_count == fake.shutdown_count == 1
+
+
+def test_missing_module_means_no_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(backend.MODULE_ENV, "no_such_module_for_carbontrack")
+    assert backend.discover(make_settings()) == []
+
+
+@pytest.mark.parametrize(
+    ("code", "fix"),
+    [("NVML_ERROR_DRIVER_NOT_LOADED", "modprobe"), ("NVML_ERROR_NO_PERMISSION", "/dev/nvidia")],
+)
+def test_driver_or_permission_errors_are_unavailable_with_the_fix(code: str, fix: str) -> None:
+    fake = FakeNVML(three_gpus(), init_error=fake_nvml.CONSTANTS[code])
+    (unavailable,) = discover(fake)
+    assert isinstance(unavailable, Unavailable)
+    assert unavailable.kind == "gpu"
+    assert fix in unavailable.fix
+
+
+def test_gpus_are_not_touched_when_gpu_is_not_measured() -> None:
+    fake = FakeNVML(three_gpus())
+    assert discover(fake, components="cpu") == []
+    assert fake.init_count == 0
+
+
+def test_unexpected_failure_in_discovery_still_shuts_nvml_down(clock: FakeClock) -> None:
+    fake = FakeNVML(three_gpus(), clock=clock)
+
+    def broken() -> int:
+        raise RuntimeError("driver exploded")
+
+    fake.nvmlDeviceGetCount = broken  # type: ignore[method-assign]
+    report = run(fake, clock, [1.0])
+    assert report.devices == ()
+    assert [f.hook for f in report.failures] == ["carbontrack_discover_devices"]
+    assert fake.init_count == fake.shutdown_count == 1
+
+
+def test_a_gpu_failing_in_discovery_is_unavailable_and_the_others_measured() -> None:
+    gpus = three_gpus()
+    gpus[0].errors["nvmlDeviceGetUUID"] = fake_nvml.CONSTANTS["NVML_ERROR_UNKNOWN"]
+    found = discover(FakeNVML(gpus))
+    assert ids(found) == [uuid(B), uuid(C)]
+    assert any(isinstance(u, Unavailable) and "index 0" in u.reason for u in found)
+
+
+def test_importing_carbontrack_and_the_backend_does_not_import_pynvml() -> None:
+    code = (
+        "import sys, carbontrack, carbontrack.backends.nvml; "
+        "assert 'pynvml' not in sys.modules, 'pynvml imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- faults while measuring ----------------------------------------------------------------
+
+
+def test_gpu_lost_mid_run_is_dropped_once_and_the_others_keep_measuring(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = FakeNVML([gpu(A, 0x3B, power=300.0), gpu(B, 0x1A, power=100.0)], clock=clock)
+    settings = make_settings(interval_s=3600.0, write_log=False, verbose=0)
+    with fake.installed(), caplog.at_level(logging.WARNING):
+        tracker = _tracker.Tracker(settings, clock=clock)
+        tracker.start()
+        for _ in range(5):
+            clock.advance(1.0)
+            tracker.snapshot()
+        fake.gpus[0].lost = True
+        for _ in range(5):
+            clock.advance(1.0)
+            tracker.snapshot()
+        report = tracker.stop()
+    by_id = {d.id: d for d in report.devices}
+    assert by_id[uuid(A)].dropped is not None
+    assert "NVMLError_GpuIsLost" in by_id[uuid(A)].dropped
+    assert by_id[uuid(A)].energy_j == pytest.approx(300.0 * 5)
+    assert by_id[uuid(B)].dropped is None
+    assert by_id[uuid(B)].energy_j == pytest.approx(100.0 * 10)
+    assert report.partial
+    assert report.components[0].partial
+    assert caplog.text.count("stopped measuring") == 1
+    # Once lost, GPU A is not asked again: 1 discovery + 1 start + 5 good + 1 failed read; GPU B
+    # is read 1 + 1 + 10 + 1 (stop) times.
+    assert fake.calls["nvmlDeviceGetTotalEnergyConsumption"] == 8 + 13
+    assert fake.shutdown_count == fake.init_count
+
+
+def test_gpu_returning_errors_is_dropped_after_three_failed_reads(clock: FakeClock) -> None:
+    fake = FakeNVML([gpu(A, 0x3B, power=300.0), gpu(B, 0x1A)], clock=clock)
+    settings = make_settings(interval_s=3600.0, write_log=False, verbose=0)
+    with fake.installed():
+        tracker = _tracker.Tracker(settings, clock=clock)
+        tracker.start()
+        clock.advance(1.0)
+        tracker.snapshot()
+        fake.gpus[0].errors["nvmlDeviceGetTotalEnergyConsumption"] = 999
+        clock.advance(1.0)
+        tracker.snapshot()
+        clock.advance(1.0)
+        assert all(d.dropped is None for d in tracker.snapshot().devices)  # 2 failures so far
+        clock.advance(1.0)
+        report = tracker.stop()
+    dropped = {d.id: d.dropped for d in report.devices}
+    assert dropped[uuid(A)] is not None
+    assert "NVMLError_Unknown" in dropped[uuid(A)]
+    assert dropped[uuid(B)] is None
+
+
+def test_counter_going_backwards_is_a_reset_not_negative_energy(clock: FakeClock) -> None:
+    fake = FakeNVML([gpu(A, 0x3B, power=200.0)], clock=clock)
+    settings = make_settings(interval_s=3600.0, write_log=False, verbose=0)
+    with fake.installed():
+        tracker = _tracker.Tracker(settings, clock=clock)
+        tracker.start()
+        clock.advance(5.0)
+        tracker.snapshot()
+        clock.advance(2.5)
+        fake.reset_energy(fake.gpus[0])  # driver reload: the counter restarts from 0
+        clock.advance(2.5)
+        tracker.snapshot()
+        clock.advance(5.0)
+        report = tracker.stop()
+    (dev,) = report.devices
+    assert dev.resets == 1
+    assert dev.energy_j == pytest.approx(200.0 * 10)  # the reset interval counts nothing
+
+
+def test_nvml_is_shut_down_at_the_end_of_every_run(clock: FakeClock) -> None:
+    fake = FakeNVML(three_gpus(), clock=clock)
+    run(fake, clock, [1.0])
+    run(fake, clock, [1.0])
+    assert fake.init_count == fake.shutdown_count == 2
+    assert not fake.initialized
+
+
+@pytest.fixture
+def _no_stray_modules() -> Iterator[None]:
+    before = set(sys.modules)
+    yield
+    assert not {m for m in set(sys.modules) - before if m.startswith("carbontrack_fake_nvml")}
+
+
+@pytest.mark.usefixtures("_no_stray_modules")
+def test_installed_restores_the_environment() -> None:
+    fake = FakeNVML()
+    with fake.installed():
+        assert os.environ[backend.MODULE_ENV] == fake.__name__
+    assert backend.MODULE_ENV not in os.environ
