@@ -331,45 +331,75 @@ class Tracker:
         return record, prediction
 
     def _maybe_predict(self) -> Prediction | None:
+        # The first prediction comes after epochs_before_pred epochs, or once an epoch past the
+        # warm-up is measured; then one after each of the next monitor_epochs - 1 epochs (-1:
+        # after every epoch), never after the last planned epoch (the actual figure follows).
         s = self.settings
         done = len(self._epochs)
-        if s.epochs is None or s.epochs_before_pred == 0 or done < s.epochs_before_pred:
+        if s.epochs is None or s.epochs_before_pred == 0 or done >= s.epochs:
             return None
-        if s.monitor_epochs != -1 and done >= s.epochs_before_pred + s.monitor_epochs:
+        first = max(s.epochs_before_pred, s.warmup_epochs + 1)
+        if done < first or (s.monitor_epochs != -1 and done >= first + s.monitor_epochs):
             return None
-        if done <= s.warmup_epochs or done >= s.epochs:
-            return None
-        return _predict.predict(
-            self._epochs,
+        last = self._epochs[-1]
+        now_wall = last.started_at + last.duration_s
+        predict = functools.partial(
+            _predict.predict,
+            tuple(self._epochs),
             total_epochs=s.epochs,
-            g_per_kwh=self._intensity.g_per_kwh,
             pue=s.pue,
             warmup_epochs=s.warmup_epochs,
-            intensity_source=self._intensity.source,
+            now_ts=now_wall,
+        )
+        rest_s = predict(g_per_kwh=self._intensity.g_per_kwh).duration_s - sum(
+            e.duration_s for e in self._epochs
+        )
+        # The provider is asked about the predicted window (it may have a forecast for it);
+        # the measured epochs keep the intensity they were recorded with.
+        window = safe(
+            lambda: self._intensity_for(now_wall, now_wall + max(rest_s, 0.0)),
+            "intensity for the prediction",
+        )
+        intensity = window if window is not None else self._intensity
+        return predict(
+            g_per_kwh=intensity.g_per_kwh,
+            intensity_source=intensity.source,
+            forecast=intensity.forecast,
         )
 
     def _after_prediction(self, prediction: Prediction) -> None:
+        # Runs on the user's thread at the epoch boundary (epoch_end), outside the lock: the
+        # callback and the exception reach user code there and nowhere else.
         s = self.settings
         over = (s.budget_co2eq_g is not None and prediction.co2eq_g > s.budget_co2eq_g) or (
             s.budget_kwh is not None and prediction.energy_j * s.pue / J_PER_KWH > s.budget_kwh
         )
         if not over:
             return
+        first_time = self._budget_hit is None
         self._budget_hit = prediction
-        if callable(s.on_budget):
-            safe(lambda: s.on_budget(prediction), "the on_budget callback")  # type: ignore[operator]
-        elif s.on_budget == "raise":
+        if s.on_budget == "raise":
             raise self._budget_error(prediction)
+        if not first_time:
+            return  # warn and call back once per run, not after every re-prediction
+        if callable(s.on_budget):
+            callback = s.on_budget
+            safe(lambda: callback(prediction), "the on_budget callback")
         else:
             self._warn(str(self._budget_error(prediction)))
 
     def _budget_error(self, p: Prediction) -> BudgetExceeded:
         s = self.settings
+        kwh = p.energy_j * s.pue / J_PER_KWH
+        parts = []
+        if s.budget_co2eq_g is not None:
+            parts.append(f"{p.co2eq_g:.1f} gCO2eq against budget_co2eq_g={s.budget_co2eq_g:g}")
+        if s.budget_kwh is not None:
+            parts.append(f"{kwh:.4f} kWh (facility) against budget_kwh={s.budget_kwh:g}")
         return BudgetExceeded(
-            f"predicted footprint of {p.epochs} epochs ({p.co2eq_g:.1f} gCO2eq, "
-            f"{p.energy_j * s.pue / J_PER_KWH:.4f} kWh) exceeds the budget "
-            f"(budget_co2eq_g={s.budget_co2eq_g}, budget_kwh={s.budget_kwh}); raise the budget "
-            "or pass on_budget='warn'"
+            f"after {p.after_epoch} epoch(s), the predicted footprint of all {p.epochs} epochs "
+            f"exceeds the budget: {'; '.join(parts)}. Raise the budget, train fewer epochs, or "
+            "pass on_budget='warn' to carry on"
         )
 
     def _require_running(self, what: str) -> None:

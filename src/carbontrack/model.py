@@ -204,6 +204,10 @@ class Prediction:
     """The predicted footprint of all ``epochs`` after ``after_epoch`` epochs were measured.
 
     ``*_low``/``*_high`` bound a prediction interval at ``level`` (``None`` with one epoch).
+    ``g_per_kwh`` is the intensity the remaining epochs are predicted at (energy-weighted over
+    the intensity forecast when ``forecast_used``). ``best_start_ts`` is the start time in the
+    forecast horizon that minimises the CO2eq of the whole run, and ``best_start_saving_g``
+    what that saves against starting the whole run now (both ``None`` without a forecast).
     """
 
     after_epoch: int
@@ -221,6 +225,9 @@ class Prediction:
     level: float | None = None
     epochs_in_mean: int = 1
     intensity_source: str = ""
+    forecast_used: bool = False
+    best_start_ts: float | None = None
+    best_start_saving_g: float | None = None
 
 
 @attrs.frozen

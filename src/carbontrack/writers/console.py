@@ -6,10 +6,13 @@ Silenced with ``verbose=0``. Every figure says whether it was measured or estima
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Mapping
 from typing import TextIO
 
+from carbontrack.equivalents import format_equivalents
 from carbontrack.hookspecs import hookimpl
-from carbontrack.model import Prediction, Report, RunInfo
+from carbontrack.model import EpochRecord, Prediction, Report, RunInfo
 from carbontrack.paths import run_log_path
 from carbontrack.settings import Settings
 
@@ -48,24 +51,64 @@ def format_co2(grams: float) -> str:
     return f"{grams / 1000:.3f} kgCO2eq" if grams >= 1000 else f"{grams:.3f} gCO2eq"
 
 
-def format_prediction(p: Prediction) -> str:
-    """The prediction block printed after an epoch."""
+def _utc(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
+
+
+def format_prediction(p: Prediction, pue: float = 1.0) -> str:
+    """The prediction block printed after an epoch: time, energy, CO2eq with its interval,
+    the intensity used, equivalents and, with a forecast, the cleanest start time."""
     lines = [
-        f"carbontrack: predicted for {p.epochs} epochs (after {p.after_epoch}):",
-        f"  time    {format_duration(p.duration_s)}",
-        f"  energy  {format_energy(p.energy_j)} (devices, before PUE)",
-        f"  CO2eq   {format_co2(p.co2eq_g)} at {p.g_per_kwh:.1f} gCO2eq/kWh",
+        f"carbontrack: predicted for all {p.epochs} epochs (after {p.after_epoch}; mean of "
+        f"{p.epochs_in_mean} epoch(s)):",
     ]
-    if p.level is not None and p.co2eq_g_low is not None and p.co2eq_g_high is not None:
+    ranged = p.level is not None
+    if ranged and p.duration_s_low is not None and p.duration_s_high is not None:
         lines.append(
-            f"  {p.level:.0%} interval: {format_co2(p.co2eq_g_low)} to {format_co2(p.co2eq_g_high)}"
+            f"  time    {format_duration(p.duration_s)} "
+            f"({format_duration(p.duration_s_low)} to {format_duration(p.duration_s_high)})"
         )
+    else:
+        lines.append(f"  time    {format_duration(p.duration_s)}")
+    lines.append(
+        f"  energy  {format_energy(p.energy_j)} devices (PUE {pue:g} -> "
+        f"{format_energy(p.energy_j * pue)})"
+    )
+    where = "forecast over the predicted window" if p.forecast_used else "current value"
+    source = f"{p.intensity_source}, " if p.intensity_source else ""
+    lines.append(
+        f"  CO2eq   {format_co2(p.co2eq_g)} at {p.g_per_kwh:.1f} gCO2eq/kWh ({source}{where})"
+    )
+    if ranged and p.co2eq_g_low is not None and p.co2eq_g_high is not None:
+        lines.append(
+            f"  {p.level:.0%} prediction interval: {format_co2(p.co2eq_g_low)} to "
+            f"{format_co2(p.co2eq_g_high)}"
+        )
+    else:
+        lines.append("  interval: needs 2 epochs in the mean (a point estimate for now)")
+    lines.append(f"  that is about {format_equivalents(p.co2eq_g)}")
+    if p.best_start_ts is not None and p.best_start_saving_g is not None:
+        if p.best_start_saving_g > 0:
+            lines.append(
+                f"  cleaner start: the whole run started at {_utc(p.best_start_ts)} would emit "
+                f"{format_co2(p.best_start_saving_g)} less (forecast)"
+            )
+        else:
+            lines.append("  cleaner start: none in the forecast horizon; now is the best time")
     return "\n".join(lines)
 
 
-def format_report(report: Report, log_path: str | None = None) -> str:
-    """The final summary: totals, each component with its method, intensity and what to fix."""
-    head = "carbontrack: measured" if not report.estimated else "carbontrack: measured/estimated"
+def format_report(
+    report: Report, log_path: str | None = None, details: Mapping[str, str] | None = None
+) -> str:
+    """The final summary: totals, each component with its method, intensity and what to fix.
+
+    ``details`` maps ``"backend/id"`` of devices to their ``Device.detail``: each estimate
+    (``method="model"``) is printed once with it (how it was modelled, and why nothing was
+    measured when no ``Unavailable`` says so).
+    """
+    head = "carbontrack: actual" if report.final else "carbontrack: so far"
+    head += " (measured)" if not report.estimated else " (partly ESTIMATED)"
     lines = [
         f"{head} {format_duration(report.duration_s)}, "
         f"{format_energy(report.energy_j)} (PUE {report.pue:g} -> "
@@ -80,6 +123,10 @@ def format_report(report: Report, log_path: str | None = None) -> str:
         )
     if not report.components:
         lines.append("  no device measured: energy unknown (run `carbontrack devices`)")
+    for d in report.devices:
+        if d.method == "model":
+            detail = (details or {}).get(f"{d.backend}/{d.id}", "")
+            lines.append(f"  ESTIMATE {d.name}: " + (detail or "modelled, not measured"))
     i = report.intensity
     where = report.location.region or report.location.country or "unknown location"
     year = f" {i.year}" if i.year else ""
@@ -89,6 +136,10 @@ def format_report(report: Report, log_path: str | None = None) -> str:
             f"  epochs {len(report.epochs)}"
             + (f" of {report.epochs_planned}" if report.epochs_planned else "")
         )
+    lines.append(f"  that is about {format_equivalents(report.co2eq_g)}")
+    # The first prediction is the one the user acted on; the latest is the best informed.
+    for p in dict.fromkeys(report.predictions[:1] + report.predictions[-1:]):
+        lines.append(_prediction_check(p, report))
     for u in report.unavailable:
         lines.append(f"  not measured: {u.kind} ({u.backend}): {u.reason}. Fix: {u.fix}")
     for w in report.warnings:
@@ -100,11 +151,31 @@ def format_report(report: Report, log_path: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def _prediction_check(p: Prediction, report: Report) -> str:
+    # Epochs only: the prediction covers the epochs, the total also covers what ran between them.
+    epochs_g = sum(e.co2eq_g for e in report.epochs)
+    text = (
+        f"  predicted after epoch {p.after_epoch}: {format_co2(p.co2eq_g)} for {p.epochs} "
+        f"epochs; the {len(report.epochs)} epochs measured drew {format_co2(epochs_g)}"
+    )
+    if len(report.epochs) != p.epochs:
+        text += " (the run did not complete the epochs predicted)"
+    elif p.co2eq_g_low is not None and p.co2eq_g_high is not None and p.level is not None:
+        inside = p.co2eq_g_low <= epochs_g <= p.co2eq_g_high
+        text += f" ({'inside' if inside else 'outside'} the {p.level:.0%} interval)"
+    return text
+
+
 class ConsoleWriter:
     """Prints to ``stream`` (stderr by default, looked up at call time so capture works)."""
 
+    #: Seconds of run time between two printed re-predictions.
+    PREDICTION_EVERY_S = 60.0
+
     def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream
+        self._details: dict[str, dict[str, str]] = {}
+        self._printed_at: dict[str, float] = {}
 
     def _print(self, text: str) -> None:
         stream = self._stream if self._stream is not None else sys.stderr
@@ -112,24 +183,36 @@ class ConsoleWriter:
 
     @hookimpl
     def carbontrack_run_started(self, run: RunInfo, settings: Settings) -> None:
-        """At ``verbose=2``, list what will be measured."""
+        """Keep the devices' details for the summary; at ``verbose=2``, list them."""
+        self._details[run.run_id] = {f"{d.backend}/{d.id}": d.detail for d in run.devices}
         if settings.verbose < 2:
             return
         names = ", ".join(f"{d.name} [{d.method}]" for d in run.devices) or "nothing"
         self._print(f"carbontrack: measuring {names}")
 
     @hookimpl
-    def carbontrack_epoch_ended(self, prediction: Prediction | None, settings: Settings) -> None:
-        """Print a prediction when one was made."""
-        if prediction is not None and settings.verbose >= 1:
-            self._print(format_prediction(prediction))
+    def carbontrack_epoch_ended(
+        self, run: RunInfo, epoch: EpochRecord, prediction: Prediction | None, settings: Settings
+    ) -> None:
+        """Print a prediction when one was made: the first always, later ones (re-predictions
+        with ``monitor_epochs``) at most once per ``PREDICTION_EVERY_S`` so short epochs do not
+        flood the console."""
+        if prediction is None or settings.verbose < 1:
+            return
+        now = epoch.started_at + epoch.duration_s
+        last = self._printed_at.get(run.run_id)
+        if last is not None and now - last < self.PREDICTION_EVERY_S:
+            return
+        self._printed_at[run.run_id] = now
+        self._print(format_prediction(prediction, settings.pue))
 
     @hookimpl
     def carbontrack_report_ready(self, report: Report, settings: Settings) -> None:
         """Print the final summary."""
+        self._printed_at.pop(report.run_id, None)
         if settings.verbose < 1:
             return
         log = None
         if settings.write_log:
             log = str(run_log_path(settings, report.run_id, report.started_at))
-        self._print(format_report(report, log))
+        self._print(format_report(report, log, self._details.pop(report.run_id, None)))
