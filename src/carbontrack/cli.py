@@ -1,136 +1,264 @@
 """The command line: a thin argparse layer over the public API.
 
 The only place in carbontrack that configures logging or installs signal handlers (for the child
-it runs).
+it runs). Commands: ``run``, ``devices``, ``plugins``, ``report``, ``intensity``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
+import json
 import logging
-import signal
-import subprocess
 import sys
-from collections.abc import Sequence
-from types import FrameType
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from carbontrack._version import __version__
 
-__all__ = ["main"]
+__all__ = ["build_parser", "configure_logging", "main"]
 
-EPILOG_RUN = """examples:
-  carbontrack run -- python train.py --epochs 10
-  carbontrack run --components gpu --location DK -- python train.py
-  carbontrack run --log-dir runs/ --json report.json -- ./train.sh
+DESCRIPTION = """\
+Measure the energy and CO2eq of code, and predict it for training runs.
+
+examples:
+  carbontrack run -- python train.py        measure a command (options after -- are its own)
+  carbontrack devices                       what can be measured here, and how to fix the rest
+  carbontrack plugins                       installed plugins, their versions and hooks
+  carbontrack intensity --location DK       the carbon intensity a run would use now
+  carbontrack report                        summarise run logs
+
+`carbontrack COMMAND --help` shows each command's options and more examples.
 """
 
+EPILOG_PLUGINS = """\
+examples:
+  carbontrack plugins
+  carbontrack plugins --json
+  CARBONTRACK_DISABLE_PLUGINS=nvml carbontrack plugins    # nvml shows as blocked
+"""
 
-def _add_tracking_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--interval", type=float, metavar="S", help="seconds between reads (default 1)")
-    p.add_argument(
-        "--components", metavar="LIST", help="'all' (default), or a comma list of cpu,gpu,ane,ram"
+EPILOG_REPORT = """\
+examples:
+  carbontrack report
+  carbontrack report --help    # every option
+"""
+
+EPILOG_INTENSITY = """\
+examples:
+  carbontrack intensity
+  carbontrack intensity --location DK
+"""
+
+#: Commands whose implementation lives in its own module, with ``configure_parser(p)`` and
+#: ``run(args) -> int``; ``(command, module, help, epilog)``.
+_MODULE_COMMANDS = (
+    (
+        "report",
+        "carbontrack._report_cmd",
+        "summarise run logs: energy, CO2eq, predictions",
+        EPILOG_REPORT,
+    ),
+    (
+        "intensity",
+        "carbontrack._intensity_cmd",
+        "the carbon intensity a run would use now: value, source, basis, forecast",
+        EPILOG_INTENSITY,
+    ),
+)
+
+_Handler = Callable[[argparse.Namespace], int]
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_mutually_exclusive_group()
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="say more (-v: what is measured, -vv: debug log with tracebacks)",
     )
-    p.add_argument("--location", metavar="CODE", help="country or zone, e.g. DK or US-CAL-CISO")
-    p.add_argument("--pue", type=float, help="power usage effectiveness of the site (default 1.0)")
-    p.add_argument("--log-dir", metavar="DIR", help="where the run log goes")
-    p.add_argument("--epochs", type=int, help="planned epochs (for predictions)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
-    p.add_argument("-v", "--verbose", action="store_true", help="say more while measuring")
+    group.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
+    return common
 
 
-def _options(args: argparse.Namespace) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    for name, key in (
-        ("interval", "interval_s"),
-        ("components", "components"),
-        ("location", "location"),
-        ("pue", "pue"),
-        ("log_dir", "log_dir"),
-        ("epochs", "epochs"),
-    ):
-        value = getattr(args, name)
-        if value is not None:
-            options[key] = value
-    options["verbose"] = 0 if args.quiet else (2 if args.verbose else 1)
-    return options
+def _sub(
+    sub: Any, name: str, *, help: str, epilog: str, common: argparse.ArgumentParser
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=help,
+        description=help[0].upper() + help[1:] + ".",
+        epilog=epilog,
+        parents=[common],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``carbontrack``."""
+    from carbontrack import _devices_cmd, _run_cmd
+
     parser = argparse.ArgumentParser(
         prog="carbontrack",
-        description="Measure the energy and CO2eq of code, and predict it for training runs.",
-    )
-    parser.add_argument("--version", action="version", version=f"carbontrack {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    run = sub.add_parser(
-        "run",
-        help="run a command and measure it",
-        description="Run CMD as a child process and measure the machine while it runs.",
-        epilog=EPILOG_RUN,
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_tracking_options(run)
-    run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+    parser.add_argument("--version", action="version", version=f"carbontrack {__version__}")
+    common = _common()
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = _sub(
+        sub,
+        "run",
+        help="run a command and measure the machine while it runs",
+        epilog=_run_cmd.EPILOG,
+        common=common,
+    )
+    run.usage = "carbontrack run [options] -- CMD [ARGS...]"
+    _run_cmd.configure_parser(run)
+    run.set_defaults(run_parser=run)
+
+    devices = _sub(
+        sub,
+        "devices",
+        help="list what can be measured here, the power read now, and how to fix the rest",
+        epilog=_devices_cmd.EPILOG,
+        common=common,
+    )
+    _devices_cmd.configure_parser(devices)
+    devices.set_defaults(handler=_devices_cmd.run)
+
+    plugins = _sub(
+        sub,
+        "plugins",
+        help="list installed plugins with their distributions, versions and hooks",
+        epilog=EPILOG_PLUGINS,
+        common=common,
+    )
+    plugins.add_argument("--json", action="store_true", help="print JSON instead of text")
+    plugins.set_defaults(handler=_plugins)
+
+    for name, module_name, help_text, epilog in _MODULE_COMMANDS:
+        # Built separately; a command whose module is not part of this install is left out.
+        if importlib.util.find_spec(module_name) is None:
+            continue
+        module = importlib.import_module(module_name)
+        p = _sub(sub, name, help=help_text, epilog=epilog, common=common)
+        module.configure_parser(p)
+        p.set_defaults(handler=module.run)
     return parser
 
 
-def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    import attrs
+# -- logging -----------------------------------------------------------------------------------
 
-    from carbontrack import Tracker, track
 
-    cmd = list(args.cmd)
-    if cmd and cmd[0] == "--":
-        cmd = cmd[1:]
-    if not cmd:
-        parser.error("run: no command given; usage: carbontrack run [options] -- CMD [ARGS...]")
-    options = _options(args)
+class _Formatter(logging.Formatter):
+    """``carbontrack: message``; tracebacks only when debugging (-vv), never at default level."""
+
+    def __init__(self, tracebacks: bool) -> None:
+        super().__init__("%(message)s")
+        self._tracebacks = tracebacks
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not self._tracebacks and (record.exc_info or record.exc_text):
+            record = logging.makeLogRecord(record.__dict__)
+            record.exc_info = None
+            record.exc_text = None
+        text = super().format(record)
+        return text if text.startswith("carbontrack") else f"carbontrack: {text}"
+
+
+def configure_logging(verbosity: int, stream: Any = None) -> None:
+    """Send log records to stderr: errors only (0), warnings (1), info (2), debug (3)."""
+    level = {0: logging.ERROR, 1: logging.WARNING, 2: logging.INFO}.get(verbosity, logging.DEBUG)
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(_Formatter(tracebacks=verbosity >= 3))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+# -- plugins -----------------------------------------------------------------------------------
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    from carbontrack._plugins import list_plugins, make_plugin_manager
+    from carbontrack.errors import PluginLoadError
+
     try:
-        factory = track(**options)
-    except (ValueError, TypeError) as exc:
-        parser.error(f"run: {exc}")
-    try:
-        child = subprocess.Popen(cmd)
-    except FileNotFoundError:
-        print(f"carbontrack: command not found: {cmd[0]}", file=sys.stderr)
-        return 127
-    except PermissionError:
-        print(f"carbontrack: permission denied (not executable?): {cmd[0]}", file=sys.stderr)
-        return 126
+        infos = list_plugins(make_plugin_manager())
+    except PluginLoadError as exc:
+        print(f"carbontrack: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        rows = [
+            {
+                "name": i.name,
+                "distribution": i.distribution,
+                "version": i.version,
+                "hooks": list(i.hooks),
+                "builtin": i.builtin,
+                "blocked": i.blocked,
+            }
+            for i in infos
+        ]
+        print(json.dumps({"plugins": rows}, indent=2))
+        return 0
+    for i in infos:
+        if i.blocked:
+            print(f"{i.name}: blocked by CARBONTRACK_DISABLE_PLUGINS")
+            continue
+        if i.builtin:
+            origin = f"built-in (carbontrack {__version__})"
+        elif i.distribution is not None:
+            origin = f"{i.distribution} {i.version}"
+        else:
+            origin = "registered by the caller"
+        hooks = ", ".join(h.removeprefix("carbontrack_") for h in i.hooks) or "no hooks"
+        print(f"{i.name}: {origin}")
+        print(f"  hooks: {hooks}")
+    return 0
 
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        # The child decides what a signal means; we keep measuring until it exits.
-        child.send_signal(signum)
 
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-    tracker = None
-    try:
-        tracker = Tracker(attrs.evolve(factory.settings, pid=child.pid))
-        try:
-            tracker.start()
-        except Exception as exc:  # measuring must never change what the child does
-            print(f"carbontrack: cannot measure: {exc}", file=sys.stderr)
-            tracker = None
-        returncode = child.wait()
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        if tracker is not None and tracker.running:
-            try:
-                tracker.stop()
-            except Exception as exc:
-                logging.getLogger(__name__).warning("carbontrack: report failed: %s", exc)
-    return 128 + -returncode if returncode < 0 else returncode
+# -- entry point -------------------------------------------------------------------------------
+
+
+def _prepare_argv(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
+    """Take the command of ``run`` off at the first ``--``, before argparse sees it."""
+    from carbontrack._run_cmd import split_command
+
+    argv = list(argv)
+    if argv and argv[0] == "run":
+        return split_command(argv)
+    return argv, None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``carbontrack`` console script; returns the exit code."""
+    from carbontrack import _run_cmd
+
+    raw = list(sys.argv[1:] if argv is None else argv)
+    own, child = _prepare_argv(raw)
     parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    args = parser.parse_args(own)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        print("\ncarbontrack: error: no command given (choose one above)", file=sys.stderr)
+        return 2
+    args.verbosity = 0 if args.quiet else 1 + args.verbose
+    configure_logging(args.verbosity)
     if args.command == "run":
-        return _run(args, parser)
-    parser.print_help()
-    return 0 if argv is None and len(sys.argv) <= 1 else 2
+        if child is not None:
+            # A command named before the `--` owns that `--` too: `run python -- x`.
+            args.cmd = [*args.cmd, "--", *child] if args.cmd else child
+        run_parser: argparse.ArgumentParser = args.run_parser
+        return _run_cmd.run(args, run_parser)
+    handler: _Handler = args.handler
+    return handler(args)

@@ -1,0 +1,264 @@
+"""``carbontrack devices``: what every backend finds here, how it reads it, and what it reads now.
+
+Each backend's devices are read twice, ``--window`` seconds apart, to show the power they see;
+hardware that exists but cannot be read is listed with the reason and the exact fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+
+from carbontrack.model import Device, Reading, Unavailable
+
+__all__ = ["BackendView", "DeviceView", "configure_parser", "inspect_devices", "run"]
+
+EPILOG = """\
+examples:
+  carbontrack devices                 # what can be measured here, and how to fix what cannot
+  carbontrack devices --window 2      # average the power over 2 s
+  carbontrack devices --json | jq '.backends[].devices[]'
+"""
+
+_METHOD_WORDS = {
+    "counter": "counter (measured)",
+    "power": "power (measured, sampled)",
+    "model": "model (ESTIMATE)",
+}
+
+
+@attrs.frozen
+class DeviceView:
+    """One device as ``devices`` shows it: what it is, how it is read, the power read now."""
+
+    id: str
+    kind: str
+    name: str
+    method: str
+    shared: bool
+    detail: str
+    power_w: float | None
+    error: str | None
+    used: bool
+    note: str = ""
+
+
+@attrs.frozen
+class BackendView:
+    """One backend (a plugin that discovers devices) and everything it said."""
+
+    name: str
+    devices: tuple[DeviceView, ...] = ()
+    unavailable: tuple[Unavailable, ...] = ()
+    failures: tuple[str, ...] = ()
+    blocked: bool = False
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    """Add ``devices``' options to ``p``."""
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument(
+        "--window",
+        type=float,
+        default=0.5,
+        metavar="S",
+        help="seconds between the two reads that give the power now (default 0.5)",
+    )
+
+
+def _power(
+    first: Reading | None, second: Reading | None, dt_s: float
+) -> tuple[float | None, str | None]:
+    from carbontrack._sampler import counter_delta
+
+    for r in (second, first):
+        if r is not None and r.error is not None:
+            return None, r.error
+    if second is None:
+        return None, "the backend returned no reading for this device"
+    if second.watts is not None:
+        if first is not None and first.watts is not None:
+            return (first.watts + second.watts) / 2, None
+        return second.watts, None
+    if first is None or first.joules is None or second.joules is None:
+        return None, "only one counter reading; no power over the window"
+    joules, reset = counter_delta(first.joules, second.joules, second.wrap_j)
+    if reset:
+        return None, "the counter went backwards (reset) during the window; run again"
+    return (joules / dt_s if dt_s > 0 else None), None
+
+
+def inspect_devices(
+    *,
+    window_s: float = 0.5,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    extra_plugins: Sequence[object] = (),
+) -> list[BackendView]:
+    """Discover every backend's devices, read each twice ``window_s`` apart, and close them.
+
+    Raises ``PluginLoadError`` when a plugin cannot be loaded.
+    """
+    from carbontrack._plugins import PluginHost, blocked_plugins, make_plugin_manager
+    from carbontrack.settings import COMPONENTS, make_settings
+
+    pm = make_plugin_manager(extra_plugins=extra_plugins)
+    host = PluginHost(pm)
+    # Every kind, the optional RAM model included: this command shows what *could* be measured.
+    settings = make_settings(components=COMPONENTS, write_log=False, verbose=0)
+    backends = host.implementers("carbontrack_discover_devices")
+    found: dict[str, list[Device]] = {}
+    unavailable: dict[str, list[Unavailable]] = {}
+    for name in backends:
+        _ok, items = host.call_one(name, "carbontrack_discover_devices", settings=settings)
+        for item in items or ():
+            if isinstance(item, Device):
+                found.setdefault(name, []).append(item)
+            elif isinstance(item, Unavailable):
+                unavailable.setdefault(name, []).append(item)
+
+    def read_all() -> tuple[float, dict[tuple[str, str], Reading]]:
+        out: dict[tuple[str, str], Reading] = {}
+        now = clock()
+        for name, devices in found.items():
+            _ok, result = host.call_one(name, "carbontrack_read_energy", devices=devices)
+            for r in result or ():
+                if isinstance(r, Reading):
+                    out[(name, r.device_id)] = r
+        return now, out
+
+    try:
+        t0, first = read_all()
+        sleep(window_s)
+        t1, second = read_all()
+    finally:
+        for name, devices in found.items():
+            host.call_one(name, "carbontrack_close_devices", devices=devices)
+
+    # The host's rule for runs: an estimate stands in only where nothing of its kind is measured.
+    measured = {d.kind for devs in found.values() for d in devs if d.method != "model"}
+    failures: dict[str, list[str]] = {}
+    for f in host.failures:
+        failures.setdefault(f.plugin, []).append(f"{f.hook}: {f.error}")
+    views = []
+    for name in backends:
+        device_views = []
+        for d in found.get(name, ()):
+            power, error = _power(first.get((name, d.id)), second.get((name, d.id)), t1 - t0)
+            used = d.method != "model" or d.kind not in measured
+            note = "" if used else f"not used: {d.kind} is measured by another backend"
+            device_views.append(
+                DeviceView(
+                    id=d.id,
+                    kind=d.kind,
+                    name=d.name,
+                    method=d.method,
+                    shared=d.shared,
+                    detail=d.detail,
+                    power_w=power,
+                    error=error,
+                    used=used,
+                    note=note,
+                )
+            )
+        views.append(
+            BackendView(
+                name=name,
+                devices=tuple(device_views),
+                unavailable=tuple(unavailable.get(name, ())),
+                failures=tuple(failures.get(name, ())),
+            )
+        )
+    # A blocked plugin is never loaded, so whether it is a backend is unknown: list them all.
+    for name in sorted(blocked_plugins()):
+        if name not in backends:
+            views.append(BackendView(name=name, blocked=True))
+    return views
+
+
+def format_text(views: Sequence[BackendView], window_s: float) -> str:
+    """The human-readable listing."""
+    lines: list[str] = []
+    for v in views:
+        if v.blocked:
+            lines.append(
+                f"{v.name}: disabled by CARBONTRACK_DISABLE_PLUGINS (remove it there to use it)"
+            )
+            continue
+        if v.devices:
+            lines.append(f"{v.name}: {len(v.devices)} device(s)")
+        elif v.unavailable:
+            lines.append(f"{v.name}: found hardware it cannot read")
+        else:
+            lines.append(f"{v.name}: no devices found")
+        for d in v.devices:
+            if d.error is not None:
+                power = f"unreadable: {d.error}"
+            elif d.power_w is None:
+                power = "power unknown"
+            else:
+                power = f"{d.power_w:.1f} W"
+            extra = []
+            if d.shared:
+                extra.append("shared")
+            if d.note:
+                extra.append(d.note)
+            tail = f" ({'; '.join(extra)})" if extra else ""
+            lines.append(
+                f"  {d.id:<14} {d.kind:<5} {_METHOD_WORDS.get(d.method, d.method):<26} "
+                f"{power:>10}  {d.name}{tail}"
+            )
+            if d.detail:
+                lines.append(f"  {'':<14} {d.detail}")
+        for u in v.unavailable:
+            lines.append(f"  cannot read {u.kind}: {u.reason}")
+            lines.append(f"    fix: {u.fix}")
+        for f in v.failures:
+            lines.append(f"  plugin failed in {f}")
+    if not views:
+        lines.append("no backend is installed or enabled")
+    used = [d for v in views for d in v.devices if d.used and d.error is None]
+    if not used:
+        lines.append("nothing can be measured here: a run would report no energy (see the fixes)")
+    elif all(d.method == "model" for d in used):
+        lines.append("only estimates here: no energy counter or power sensor can be read")
+    lines.append(f"(power averaged over {window_s:g} s)")
+    return "\n".join(lines)
+
+
+def to_json(views: Sequence[BackendView], window_s: float) -> dict[str, Any]:
+    """The JSON form: ``{"window_s": ..., "backends": [...]}``."""
+    return {
+        "window_s": window_s,
+        "backends": [attrs.asdict(v, recurse=True) for v in views],
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print what can be measured here; 1 when a plugin cannot be loaded, else 0."""
+    from carbontrack.errors import PluginLoadError
+
+    window = args.window
+    if not window > 0 or window > 60:
+        print(
+            f"carbontrack devices: error: --window {window!r} is not valid: expected seconds "
+            "between 0 and 60, e.g. --window 0.5",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        views = inspect_devices(window_s=window)
+    except PluginLoadError as exc:
+        print(f"carbontrack: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(to_json(views, window), indent=2, allow_nan=False))
+    else:
+        print(format_text(views, window))
+    return 0

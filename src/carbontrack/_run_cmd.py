@@ -1,0 +1,505 @@
+"""``carbontrack run``: run a command as a child process and measure the machine while it runs.
+
+The child keeps the user's stdin, stdout and stderr; SIGINT and SIGTERM reach it; the report is
+written however the child ends, and carbontrack exits with the child's exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+import attrs
+
+from carbontrack.errors import InvalidOption, PluginLoadError
+from carbontrack.model import Report
+from carbontrack.settings import Settings, make_settings
+
+__all__ = ["StatusLine", "check_command", "configure_parser", "measure", "run"]
+
+logger = logging.getLogger(__name__)
+
+#: Exit codes a shell would give: the command was not found, or found but not executable.
+NOT_FOUND = 127
+NOT_EXECUTABLE = 126
+#: carbontrack itself could not start (a plugin failed to load), so the command was not run;
+#: the same convention as ``env`` and ``timeout``.
+CANNOT_START = 125
+
+EPILOG = """\
+Everything after `--` belongs to the command, options included.
+
+examples:
+  carbontrack run -- python train.py --epochs 10
+  carbontrack run --components gpu --location DK -- python train.py
+  carbontrack run --pue 1.4 --log-dir runs/ --json report.json -- ./train.sh
+  carbontrack run -q --json - -- make test > report.json
+"""
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    """Add ``run``'s options (they mirror ``track()``'s) to ``p``."""
+    p.add_argument(
+        "--interval", type=float, metavar="S", help="seconds between background reads (default 1)"
+    )
+    p.add_argument(
+        "--components",
+        metavar="LIST",
+        help="'all' (default: cpu, gpu, ane) or a comma list of cpu,gpu,ane,ram",
+    )
+    p.add_argument(
+        "--location",
+        metavar="CODE",
+        help="country or grid zone, e.g. DK or US-CAL-CISO (default $CARBONTRACK_LOCATION)",
+    )
+    p.add_argument(
+        "--intensity",
+        type=float,
+        metavar="G",
+        help="carbon intensity to use, in gCO2eq/kWh (instead of looking it up)",
+    )
+    p.add_argument(
+        "--pue", type=float, help="power usage effectiveness of the site (default 1.0, >= 1)"
+    )
+    p.add_argument("--gpu-ids", metavar="LIST", help="GPU indices or UUIDs to measure, comma list")
+    p.add_argument(
+        "--attribution",
+        choices=("machine", "process"),
+        help="count the whole machine (default) or the command's processes' share",
+    )
+    p.add_argument("--log-dir", metavar="DIR", help="where the run log goes")
+    p.add_argument("--no-log", action="store_true", help="write no run log")
+    p.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        metavar="FILE",
+        help="write the final report as JSON to FILE, or to stdout with '-' or no FILE",
+    )
+    p.add_argument(
+        "--no-status", action="store_true", help="no live status line, even on a terminal"
+    )
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+
+
+#: ``Settings`` field -> the option that sets it, so that errors name what the user typed.
+_OPTION_OF = {
+    "interval_s": "--interval",
+    "components": "--components",
+    "location": "--location",
+    "intensity_g_per_kwh": "--intensity",
+    "pue": "--pue",
+    "gpu_ids": "--gpu-ids",
+    "attribution": "--attribution",
+    "log_dir": "--log-dir",
+}
+
+
+def _in_cli_words(message: str) -> str:
+    field, sep, rest = message.partition("=")
+    if sep and field in _OPTION_OF:
+        return f"{_OPTION_OF[field]} {rest}"
+    return message
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Validate ``run``'s options into ``Settings``; raises ``InvalidOption`` or ``TypeError``."""
+    options: dict[str, Any] = {}
+    for name, key in (
+        ("interval", "interval_s"),
+        ("components", "components"),
+        ("location", "location"),
+        ("intensity", "intensity_g_per_kwh"),
+        ("pue", "pue"),
+        ("gpu_ids", "gpu_ids"),
+        ("attribution", "attribution"),
+        ("log_dir", "log_dir"),
+    ):
+        value = getattr(args, name, None)
+        if value is not None:
+            options[key] = value
+    if getattr(args, "no_log", False):
+        options["write_log"] = False
+    options["verbose"] = args.verbosity
+    return make_settings(**options)
+
+
+# -- finding the command ---------------------------------------------------------------------
+
+
+def check_command(name: str, path: str | None = None) -> tuple[int, str] | None:
+    """Check ``name`` the way a shell would before running it.
+
+    Returns ``None`` when it can be executed, else ``(exit code, message)``: 127 when it does
+    not exist, 126 when it exists but cannot be executed.
+    """
+    if not name:
+        return NOT_FOUND, "command not found: '' (an empty command name)"
+    if os.sep in name or (os.altsep and os.altsep in name):
+        candidate = Path(name)
+        if not candidate.exists():
+            return NOT_FOUND, f"{name}: no such file"
+        if candidate.is_dir():
+            return NOT_EXECUTABLE, f"{name}: is a directory"
+        if not os.access(candidate, os.X_OK):
+            return NOT_EXECUTABLE, f"{name}: permission denied (not executable; chmod +x {name})"
+        return None
+    if shutil.which(name, path=path) is not None:
+        return None
+    # A shell finds a non-executable file of that name in PATH and reports it as not executable.
+    search = path if path is not None else os.environ.get("PATH", os.defpath)
+    for directory in search.split(os.pathsep):
+        candidate = Path(directory or ".") / name
+        if candidate.is_file():
+            return NOT_EXECUTABLE, f"{name}: permission denied ({candidate} is not executable)"
+    return NOT_FOUND, f"{name}: command not found (not in PATH)"
+
+
+def _exec_failure(name: str, code: int) -> tuple[int, str]:
+    if code in (errno.ENOENT, errno.ENOTDIR):
+        return NOT_FOUND, f"{name}: command not found"
+    if code == errno.ENOEXEC:
+        return NOT_EXECUTABLE, f"{name}: cannot execute (not a binary; a script needs a #! line)"
+    return NOT_EXECUTABLE, f"{name}: cannot execute ({os.strerror(code)})"
+
+
+# -- the child ---------------------------------------------------------------------------------
+
+
+class _Child:
+    """A forked child that waits at a gate until the tracker is measuring, then execs.
+
+    The gate lets carbontrack know the child's pid (for ``devices_by_pid`` and process
+    attribution) before discovery, and measure from the first instruction of the command.
+    """
+
+    def __init__(self, cmd: Sequence[str]) -> None:
+        self.cmd = list(cmd)
+        gate_r, self._gate_w = os.pipe()
+        self._err_r, err_w = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child, which execs or _exits
+            self._in_child(gate_r, err_w)
+        os.close(gate_r)
+        os.close(err_w)
+        self.pid = pid
+        self.status: int | None = None
+
+    def _in_child(self, gate_r: int, err_w: int) -> None:  # pragma: no cover - child only
+        code = 0
+        try:
+            os.close(self._gate_w)
+            os.close(self._err_r)
+            # What subprocess does: undo Python's own signal settings, keep what the user set.
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+            for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ"):
+                if hasattr(signal, name):
+                    signal.signal(getattr(signal, name), signal.SIG_DFL)
+            if os.read(gate_r, 1) != b"g":
+                os._exit(CANNOT_START)  # carbontrack went away before the start: do not run
+            os.execvp(self.cmd[0], self.cmd)
+        except OSError as exc:
+            code = exc.errno or errno.EIO
+        except BaseException:
+            code = errno.EIO
+        try:
+            os.write(err_w, str(code).encode())
+        finally:
+            os._exit(NOT_FOUND if code in (errno.ENOENT, errno.ENOTDIR) else NOT_EXECUTABLE)
+
+    def release(self) -> int | None:
+        """Let the child exec; return the errno of a failed exec, or ``None`` when it ran."""
+        try:
+            os.write(self._gate_w, b"g")
+        except OSError:
+            pass  # the child died at the gate (a signal); wait() tells how
+        finally:
+            os.close(self._gate_w)
+        data = b""
+        while True:  # closes on a successful exec (close-on-exec), or carries the errno
+            try:
+                chunk = os.read(self._err_r, 32)
+            except InterruptedError:  # pragma: no cover - PEP 475 retries for us
+                continue
+            if not chunk:
+                break
+            data += chunk
+        os.close(self._err_r)
+        return int(data) if data.strip().isdigit() else None
+
+    def abandon(self) -> None:
+        """Do not run the command: close the gate so the child exits without exec."""
+        os.close(self._gate_w)
+        os.close(self._err_r)
+        self.wait()
+
+    def send_signal(self, signum: int) -> None:
+        """Send ``signum`` to the child unless it was already reaped."""
+        if self.status is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+
+    def wait(self) -> int:
+        """Wait for the child; return its exit code, 128+N when killed by signal N."""
+        if self.status is None:
+            _pid, self.status = os.waitpid(self.pid, 0)
+        code = os.waitstatus_to_exitcode(self.status)
+        return 128 - code if code < 0 else code
+
+
+def _terminal_signalled_us() -> bool:
+    """Whether a SIGINT now most likely came from our terminal's Ctrl-C.
+
+    The terminal sends it to the whole foreground process group, the child included; forwarding
+    it as well would make the child see two interrupts (and give up its graceful shutdown).
+    """
+    try:
+        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY)
+    except OSError:
+        return False
+    try:
+        return os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+class _Forwarder:
+    """Signal handlers for the duration of the child: the child decides what a signal means."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, child: _Child) -> None:
+        self._child = child
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if signum == signal.SIGINT and _terminal_signalled_us():
+            return  # the child got this Ctrl-C from the terminal itself
+        self._child.send_signal(signum)
+
+    def __enter__(self) -> _Forwarder:
+        for s in self.SIGNALS:
+            self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+# -- the live status line ------------------------------------------------------------------------
+
+
+class StatusLine:
+    """A one-line live display on a terminal: elapsed time, power now, energy and CO2eq so far.
+
+    Refreshed every ``interval_s`` from a named daemon thread that asks ``snapshot()`` for the
+    report so far; power is the energy difference between two snapshots over their time.
+    """
+
+    def __init__(
+        self,
+        snapshot: Callable[[], Report],
+        stream: TextIO,
+        *,
+        interval_s: float = 1.0,
+        width: Callable[[], int] | None = None,
+    ) -> None:
+        self._snapshot = snapshot
+        self._stream = stream
+        self._interval_s = interval_s
+        self._width = width or (lambda: shutil.get_terminal_size((80, 24)).columns)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._previous: Report | None = None
+        self._shown = False
+
+    @staticmethod
+    def render(report: Report, power_w: float | None) -> str:
+        """The text of the line for ``report`` (the run so far) and the power now."""
+        from carbontrack.writers.console import format_co2, format_duration, format_energy
+
+        power = "-- W" if power_w is None else f"{power_w:.1f} W"
+        parts = [
+            f"carbontrack: {format_duration(report.duration_s)}",
+            power,
+            format_energy(report.energy_j),
+            format_co2(report.co2eq_g),
+        ]
+        if report.estimated:
+            parts.append("(partly estimated)")
+        elif not report.devices:
+            parts.append("(no device measured)")
+        return " | ".join(parts)
+
+    def update(self) -> None:
+        """Take a snapshot and redraw the line (one refresh)."""
+        report = self._snapshot()
+        power = None
+        prev = self._previous
+        # Before the second refresh, the power so far is the mean since the start.
+        e0, t0 = (prev.energy_j, prev.duration_s) if prev is not None else (0.0, 0.0)
+        if report.duration_s > t0:
+            power = (report.energy_j - e0) / (report.duration_s - t0)
+        self._previous = report
+        text = self.render(report, power)[: max(self._width() - 1, 10)]
+        self._stream.write("\r" + text + "\x1b[K")
+        self._stream.flush()
+        self._shown = True
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                self.update()
+            except Exception:  # a display problem must never touch the run
+                logger.debug("status line failed", exc_info=True)
+                return
+
+    def start(self) -> None:
+        """Start refreshing in the background."""
+        self._thread = threading.Thread(target=self._loop, name="carbontrack-status", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop refreshing and erase the line, so that the summary starts on a clean line."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+        if self._shown:
+            with contextlib.suppress(OSError, ValueError):
+                self._stream.write("\r\x1b[K")
+                self._stream.flush()
+
+
+# -- the command -------------------------------------------------------------------------------
+
+
+def _say(message: str) -> None:
+    print(f"carbontrack: {message}", file=sys.stderr, flush=True)
+
+
+def _write_json(report: Report, target: str) -> None:
+    text = json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n"
+    if target == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    path = Path(target).expanduser()
+    if path.parent != Path():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def split_command(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
+    """Split ``run``'s arguments at the first ``--``: ``(carbontrack's, the command's)``.
+
+    Returns ``None`` for the command when there is no ``--`` (argparse then takes it from the
+    first non-option word on).
+    """
+    argv = list(argv)
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1 :]
+    return argv, None
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run ``args.cmd`` measured; return the exit code carbontrack should end with."""
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        parser.error(
+            "no command to run: give it after `--`, e.g. carbontrack run -- python train.py"
+        )
+    try:
+        settings = settings_from_args(args)
+    except (InvalidOption, TypeError, ValueError) as exc:
+        parser.error(_in_cli_words(str(exc)))
+    problem = check_command(cmd[0])
+    if problem is not None:
+        code, message = problem
+        _say(message)
+        return code
+    status = settings.verbose >= 1 and not args.no_status and sys.stderr.isatty()
+    returncode, report = measure(cmd, settings, status_line=status)
+    if args.json is not None and returncode != CANNOT_START:
+        if report is None:
+            _say("no JSON report: measuring did not run (see the warning above)")
+        else:
+            try:
+                _write_json(report, args.json)
+            except OSError as exc:
+                _say(f"cannot write the JSON report to {args.json}: {exc}")
+    return returncode
+
+
+def measure(
+    cmd: Sequence[str], settings: Settings, *, status_line: bool = False
+) -> tuple[int, Report | None]:
+    """Run ``cmd`` as a child measured with ``settings``; return its exit code and the report.
+
+    The report is ``None`` only when measuring could not start or finish (a warning says why);
+    the exit code is the child's whatever happens to the measurement, 125 when a plugin could
+    not be loaded (the command is then not run).
+    """
+    from carbontrack._tracker import Tracker
+
+    child = _Child(cmd)
+    tracker: Tracker | None = None
+    status: StatusLine | None = None
+    with _Forwarder(child):
+        try:
+            tracker = Tracker(attrs.evolve(settings, pid=child.pid))
+            tracker.start()
+        except PluginLoadError as exc:
+            # Loud before the command runs, as the library is: the fix is in the message.
+            child.abandon()
+            _say(f"{exc}\ncarbontrack: the command was not run")
+            return CANNOT_START, None
+        except Exception as exc:  # measuring must never stop the command or change its result
+            logger.warning("carbontrack: cannot measure (%s); running the command anyway", exc)
+            logger.debug("measuring failed to start", exc_info=True)
+            tracker = None
+        failed_exec = child.release()
+        if failed_exec is not None:
+            _say(_exec_failure(cmd[0], failed_exec)[1])
+        elif tracker is not None and status_line:
+            status = StatusLine(tracker.snapshot, sys.stderr)
+            status.start()
+        try:
+            returncode = child.wait()
+        finally:
+            if status is not None:
+                status.stop()
+            report = _finish(tracker)
+    return returncode, report
+
+
+def _finish(tracker: Any) -> Report | None:
+    if tracker is None or not tracker.running:
+        return None
+    try:
+        report: Report = tracker.stop()
+    except Exception as exc:  # the child's exit code stands whatever happens here
+        logger.warning("carbontrack: the report could not be completed: %s", exc)
+        logger.debug("stopping the tracker failed", exc_info=True)
+        return None
+    return report

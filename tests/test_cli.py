@@ -1,0 +1,581 @@
+"""The ``carbontrack`` console script, driven for real in subprocesses.
+
+Hardware comes from a fake plugin *distribution* put on ``PYTHONPATH`` (found through its entry
+point, exactly like a pip-installed plugin), serving one CPU counter at 25 W.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from carbontrack import Report, __version__
+from carbontrack.testing.distribution import write_plugin_distribution
+
+SCRIPT = Path(sys.executable).with_name("carbontrack")
+CARBONTRACK = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "carbontrack"]
+WATTS = 25.0
+TIMEOUT = 30
+
+
+def cli_env(
+    tmp_path: Path, *, plugin_source: str | None = None, plugin: bool = True
+) -> dict[str, str]:
+    """The environment of a carbontrack subprocess: the test's isolation, plus the fake plugin.
+
+    Every other installed entry-point plugin is blocked so that no real hardware is read.
+    """
+    env = dict(os.environ)
+    if not plugin:
+        return env
+    root = write_plugin_distribution(tmp_path / "site", watts=WATTS, source=plugin_source)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    env.pop("CARBONTRACK_DISABLE_PLUGIN_AUTOLOAD", None)
+    others = {ep.name for ep in metadata.entry_points(group="carbontrack")} - {"fakecpu"}
+    blocked = {*env.get("CARBONTRACK_DISABLE_PLUGINS", "").split(","), *others} - {""}
+    env["CARBONTRACK_DISABLE_PLUGINS"] = ",".join(sorted(blocked))
+    return env
+
+
+def carbontrack(*args: str, env: dict[str, str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CARBONTRACK, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+        **kwargs,
+    )
+
+
+def py(code: str) -> list[str]:
+    """A child command: this Python running ``code``."""
+    return [sys.executable, "-c", textwrap.dedent(code)]
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return cli_env(tmp_path)
+
+
+def run_logs(env: dict[str, str]) -> list[Path]:
+    return sorted((Path(env["CARBONTRACK_HOME"]) / "logs").glob("*.jsonl"))
+
+
+def final_report_in_log(path: Path) -> dict[str, Any]:
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    reports = [line["report"] for line in lines if line["type"] == "report"]
+    assert len(reports) == 1, f"expected one final report line in {path}"
+    report: dict[str, Any] = reports[0]
+    return report
+
+
+# -- the program itself ------------------------------------------------------------------------
+
+
+def test_version_names_the_installed_version(env: dict[str, str]) -> None:
+    done = carbontrack("--version", env=env)
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"carbontrack {__version__}"
+
+
+def test_python_dash_m_runs_the_same_program(env: dict[str, str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "carbontrack", "--version"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, f"carbontrack {__version__}")
+
+
+def test_no_command_prints_help_and_exits_2(env: dict[str, str]) -> None:
+    done = carbontrack(env=env)
+    assert done.returncode == 2
+    assert "no command given" in done.stderr
+    assert "carbontrack run -- python train.py" in done.stderr
+
+
+def present_commands() -> list[str]:
+    import importlib.util
+
+    commands = ["run", "devices", "plugins"]
+    for name, module in (
+        ("report", "carbontrack._report_cmd"),
+        ("intensity", "carbontrack._intensity_cmd"),
+    ):
+        if importlib.util.find_spec(module) is not None:
+            commands.append(name)
+    return commands
+
+
+@pytest.mark.parametrize("command", present_commands())
+def test_every_command_has_help_with_examples(env: dict[str, str], command: str) -> None:
+    top = carbontrack("--help", env=env)
+    assert top.returncode == 0
+    assert f"    {command}" in top.stdout
+    done = carbontrack(command, "--help", env=env)
+    assert done.returncode == 0
+    assert "examples:" in done.stdout
+    assert f"carbontrack {command}" in done.stdout.split("examples:")[1]
+
+
+# -- run: exit codes ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", [0, 1, 3, 255])
+def test_run_exits_with_the_child_exit_code(env: dict[str, str], code: int) -> None:
+    done = carbontrack("run", "--", *py(f"raise SystemExit({code})"), env=env)
+    assert done.returncode == code
+    assert "gCO2eq" in done.stderr  # the summary
+
+
+def test_run_leaves_the_child_stdio_alone(env: dict[str, str]) -> None:
+    child = py(
+        """
+        import sys
+        data = sys.stdin.read()
+        sys.stdout.write("out:" + data.upper())
+        sys.stderr.write("err-line\\n")
+        """
+    )
+    done = carbontrack("run", "-q", "--", *child, env=env, input="hello")
+    assert done.returncode == 0
+    assert done.stdout == "out:HELLO"
+    assert done.stderr == "err-line\n"
+
+
+def test_run_killed_child_exits_128_plus_signal(env: dict[str, str]) -> None:
+    done = carbontrack("run", "--", "sh", "-c", "kill -KILL $$", env=env)
+    assert done.returncode == 128 + signal.SIGKILL
+    assert len(run_logs(env)) == 1
+
+
+def test_unknown_command_exits_127_with_one_line(env: dict[str, str]) -> None:
+    done = carbontrack("run", "--", "carbontrack-no-such-command-xyz", "--flag", env=env)
+    assert done.returncode == 127
+    assert done.stderr.splitlines() == [
+        "carbontrack: carbontrack-no-such-command-xyz: command not found (not in PATH)"
+    ]
+    assert run_logs(env) == []
+
+
+def test_missing_path_exits_127(env: dict[str, str], tmp_path: Path) -> None:
+    done = carbontrack("run", "--", str(tmp_path / "nope.sh"), env=env)
+    assert done.returncode == 127
+    assert "no such file" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_non_executable_file_exits_126(env: dict[str, str], tmp_path: Path) -> None:
+    script = tmp_path / "train.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(0o644)
+    done = carbontrack("run", "--", str(script), env=env)
+    assert done.returncode == 126
+    assert done.stderr.splitlines() == [
+        f"carbontrack: {script}: permission denied (not executable; chmod +x {script})"
+    ]
+
+
+def test_non_executable_file_in_path_exits_126(env: dict[str, str], tmp_path: Path) -> None:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "mytool").write_text("#!/bin/sh\n")
+    env["PATH"] = f"{bindir}{os.pathsep}{env['PATH']}"
+    done = carbontrack("run", "--", "mytool", env=env)
+    assert done.returncode == 126
+    assert "mytool: permission denied" in done.stderr
+
+
+def test_directory_exits_126(env: dict[str, str], tmp_path: Path) -> None:
+    done = carbontrack("run", "--", str(tmp_path), env=env)
+    assert done.returncode == 126
+    assert "is a directory" in done.stderr
+
+
+def test_script_without_interpreter_line_exits_126(env: dict[str, str], tmp_path: Path) -> None:
+    blob = tmp_path / "blob"
+    blob.write_bytes(b"\x00\x01\x02 not a program")
+    blob.chmod(0o755)
+    done = carbontrack("run", "--", str(blob), env=env)
+    assert done.returncode == 126
+    assert "cannot execute" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_run_without_a_command_says_what_is_missing(env: dict[str, str]) -> None:
+    for args in (["run"], ["run", "--"], ["run", "-q", "--"]):
+        done = carbontrack(*args, env=env)
+        assert done.returncode == 2
+        assert done.stderr.splitlines()[0].startswith("usage: carbontrack run")
+        assert "no command to run" in done.stderr
+
+
+def test_unknown_option_exits_2_with_usage(env: dict[str, str]) -> None:
+    done = carbontrack("run", "--frobnicate", "--", "true", env=env)
+    assert done.returncode == 2
+    assert "usage:" in done.stderr
+    assert "unrecognized arguments: --frobnicate" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "words"),
+    [
+        ("--pue", "0.5", "--pue 0.5 is not valid: expected a finite number >= 1"),
+        ("--interval", "0", "--interval 0.0 is not valid"),
+        ("--interval", "soon", "invalid float value: 'soon'"),
+        ("--components", "cpu,tpu", "Unknown: 'tpu'"),
+        ("--attribution", "mine", "invalid choice: 'mine'"),
+    ],
+)
+def test_invalid_value_exits_2_naming_the_option(
+    env: dict[str, str], option: str, value: str, words: str
+) -> None:
+    done = carbontrack("run", option, value, "--", "true", env=env)
+    assert done.returncode == 2
+    assert done.stderr.startswith("usage: carbontrack run")
+    assert words in done.stderr
+
+
+# -- run: what belongs to the child --------------------------------------------------------------
+
+
+def test_options_after_double_dash_belong_to_the_child(env: dict[str, str]) -> None:
+    child = py("import sys, json; print(json.dumps(sys.argv[1:]))")
+    args = ["--json", "--pue", "x", "-q", "--", "--help", "-v"]
+    done = carbontrack("run", "-q", "--", *child, *args, env=env)
+    assert done.returncode == 0
+    assert json.loads(done.stdout) == args
+    assert done.stderr == ""
+
+
+def test_a_command_before_double_dash_keeps_its_own_options(env: dict[str, str]) -> None:
+    child = py("import sys, json; print(json.dumps(sys.argv[1:]))")
+    done = carbontrack("run", "-q", *child, "-v", "--", "--json", env=env)
+    assert done.returncode == 0
+    assert json.loads(done.stdout) == ["-v", "--", "--json"]
+
+
+def test_child_pid_is_the_tracked_pid(env: dict[str, str]) -> None:
+    child = py("import os; print(os.getpid())")
+    done = carbontrack("run", "-q", "--", *child, env=env)
+    header = json.loads(run_logs(env)[0].read_text().splitlines()[0])
+    assert header["type"] == "header"
+    assert header["run"]["pid"] == int(done.stdout)
+
+
+# -- run: signals ----------------------------------------------------------------------------------
+
+COUNT_SIGNALS = """
+import signal, sys, time
+seen = []
+for s in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(s, lambda signum, frame: seen.append(signal.Signals(signum).name))
+print("ready", flush=True)
+deadline = time.monotonic() + 20
+while not seen and time.monotonic() < deadline:
+    time.sleep(0.01)
+time.sleep(0.5)  # would a second copy of the signal arrive?
+print("seen=" + ",".join(seen), flush=True)
+sys.exit(7)
+"""
+
+
+def start_and_wait_ready(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [*CARBONTRACK, *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # no controlling terminal: signals come only from the test
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "ready\n"
+    return proc
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_is_forwarded_once_and_the_child_decides(
+    env: dict[str, str], sig: signal.Signals
+) -> None:
+    proc = start_and_wait_ready(["run", "--", *py(COUNT_SIGNALS)], env)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=TIMEOUT)
+    assert out == f"seen={sig.name}\n"
+    assert proc.returncode == 7
+    assert "gCO2eq" in err  # the summary
+    assert final_report_in_log(run_logs(env)[0])["final"] is True
+
+
+def test_child_killed_by_forwarded_sigterm_exits_143_with_report(env: dict[str, str]) -> None:
+    child = py('import time; print("ready", flush=True); time.sleep(20)')
+    proc = start_and_wait_ready(["run", "--json", "-", "--", *child], env)
+    proc.send_signal(signal.SIGTERM)
+    out, _err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert json.loads(out)["final"] is True
+    assert final_report_in_log(run_logs(env)[0])["duration_s"] > 0
+
+
+# -- run: the report ---------------------------------------------------------------------------
+
+REQUIRED_KEYS = {
+    "run_id",
+    "started_at",
+    "duration_s",
+    "energy_j",
+    "pue",
+    "facility_energy_j",
+    "co2eq_g",
+    "intensity",
+    "location",
+    "devices",
+    "components",
+    "unavailable",
+    "failures",
+    "warnings",
+    "partial",
+    "final",
+    "carbontrack_version",
+    "schema",
+}
+
+
+def check_report_schema(data: dict[str, Any]) -> Report:
+    assert data.keys() >= REQUIRED_KEYS, f"missing: {REQUIRED_KEYS - data.keys()}"
+    report = Report.from_dict(data)
+    assert report.to_dict() == data
+    assert json.loads(json.dumps(data)) == data
+    return report
+
+
+def test_json_on_stdout_is_a_valid_report(env: dict[str, str]) -> None:
+    child = py("import time; time.sleep(0.6)")
+    done = carbontrack(
+        "run", "-q", "--pue", "1.5", "--location", "DK", "--json", "--", *child, env=env
+    )
+    assert done.returncode == 0
+    report = check_report_schema(json.loads(done.stdout))
+    assert report.final
+    assert report.carbontrack_version == __version__
+    assert report.location.country == "DK"
+    assert [(d.backend, d.method) for d in report.devices] == [("fakecpu", "counter")]
+    assert report.duration_s >= 0.6
+    # The fake draws 25 W for the whole measured window.
+    assert report.energy_j == pytest.approx(WATTS * report.duration_s, rel=0.05)
+    assert report.facility_energy_j == pytest.approx(1.5 * report.energy_j)
+    # The same report went to the run log.
+    assert final_report_in_log(run_logs(env)[0]) == report.to_dict()
+
+
+def test_json_to_a_file_keeps_stdout_for_the_child(env: dict[str, str], tmp_path: Path) -> None:
+    target = tmp_path / "out" / "report.json"
+    done = carbontrack("run", "--json", str(target), "--", *py("print('child')"), env=env)
+    assert done.returncode == 0
+    assert done.stdout == "child\n"
+    check_report_schema(json.loads(target.read_text()))
+
+
+def test_report_is_written_when_the_child_fails(env: dict[str, str]) -> None:
+    done = carbontrack("run", "--", *py("raise SystemExit('failed on purpose')"), env=env)
+    assert done.returncode == 1
+    assert "failed on purpose" in done.stderr
+    assert "gCO2eq" in done.stderr  # the summary
+    assert final_report_in_log(run_logs(env)[0])["final"] is True
+
+
+def test_log_dir_and_no_log(env: dict[str, str], tmp_path: Path) -> None:
+    carbontrack("run", "-q", "--log-dir", str(tmp_path / "runs"), "--", "true", env=env)
+    assert len(list((tmp_path / "runs").glob("*.jsonl"))) == 1
+    carbontrack("run", "-q", "--no-log", "--", "true", env=env)
+    assert run_logs(env) == []
+
+
+def test_quiet_prints_nothing_of_its_own(env: dict[str, str]) -> None:
+    done = carbontrack("run", "-q", "--", "true", env=env)
+    assert (done.returncode, done.stderr) == (0, "")
+
+
+BROKEN_READ = """
+from carbontrack.testing import FakeDevice, FakeHardware
+plugin = FakeHardware([FakeDevice("package-0")], name="fakecpu", read_error_at=range(2, 10**6))
+"""
+
+BROKEN_DISCOVERY = """
+from carbontrack.testing import FakeHardware
+plugin = FakeHardware([], name="fakecpu", discover_error=RuntimeError("no bus"))
+"""
+
+
+@pytest.mark.parametrize("source", [BROKEN_READ, BROKEN_DISCOVERY])
+def test_measuring_errors_never_change_the_exit_code(tmp_path: Path, source: str) -> None:
+    env = cli_env(tmp_path, plugin_source=source)
+    done = carbontrack("run", "--json", "--", *py("raise SystemExit(3)"), env=env)
+    assert done.returncode == 3
+    report = check_report_schema(json.loads(done.stdout))
+    assert [f.plugin for f in report.failures] == ["fakecpu"]
+    assert "Traceback" not in done.stderr
+
+
+def test_a_plugin_that_cannot_load_stops_before_the_command(tmp_path: Path) -> None:
+    env = cli_env(tmp_path, plugin_source="raise ImportError('vendor library missing')\n")
+    marker = tmp_path / "ran"
+    done = carbontrack("run", "--", "touch", str(marker), env=env)
+    assert done.returncode == 125
+    assert "plugin 'fakecpu' from carbontrack-fakecpu failed to load" in done.stderr
+    assert "CARBONTRACK_DISABLE_PLUGINS=fakecpu" in done.stderr
+    assert "the command was not run" in done.stderr
+    assert not marker.exists()
+
+
+# -- run: the live status line -----------------------------------------------------------------
+
+
+def read_all(fd: int, proc: subprocess.Popen[bytes]) -> bytes:
+    out = b""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # EIO: every writer of the terminal is gone
+                break
+            if not chunk:
+                break
+            out += chunk
+        elif proc.poll() is not None:
+            break
+    return out
+
+
+def run_with_terminal_stderr(args: list[str], env: dict[str, str]) -> tuple[int, bytes, bytes]:
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*CARBONTRACK, *args], env=env, stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    try:
+        err = read_all(master, proc)
+    finally:
+        os.close(master)
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    proc.stdout.close()
+    return proc.wait(timeout=TIMEOUT), out, err
+
+
+def test_status_line_on_a_terminal(env: dict[str, str]) -> None:
+    code, out, err = run_with_terminal_stderr(["run", "--", "sleep", "2.4"], env)
+    assert code == 0
+    assert out == b""
+    text = err.decode()
+    frames = [f.removesuffix("\x1b[K") for f in text.split("\r") if f.startswith("carbontrack: ")]
+    frames = [f for f in frames if " | " in f]
+    assert len(frames) >= 2, text
+    elapsed, power, energy, co2 = frames[-1].split(" | ")
+    assert elapsed.startswith("carbontrack: ")
+    assert elapsed.endswith(" s")
+    assert float(power.removesuffix(" W")) == pytest.approx(WATTS, rel=0.05)
+    assert energy.endswith(" Wh")
+    assert co2.endswith(" gCO2eq")
+    # The line is erased before the summary, which starts on a clean line.
+    assert "\r\x1b[Kcarbontrack: " in text
+
+
+@pytest.mark.parametrize("option", ["-q", "--no-status"])
+def test_no_status_line_when_asked(env: dict[str, str], option: str) -> None:
+    code, _out, err = run_with_terminal_stderr(["run", option, "--", "sleep", "1.3"], env)
+    assert code == 0
+    assert b" | " not in err
+    assert b"\x1b[K" not in err
+
+
+def test_no_status_line_without_a_terminal(env: dict[str, str]) -> None:
+    done = carbontrack("run", "--", "sleep", "1.3", env=env)
+    assert done.returncode == 0
+    assert "\r" not in done.stderr
+    assert " | " not in done.stderr
+    assert done.stderr.startswith("carbontrack: ")
+    assert "gCO2eq" in done.stderr
+
+
+TAKE_TERMINAL = (
+    "import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
+def test_ctrl_c_on_the_terminal_reaches_the_child_once(env: dict[str, str]) -> None:
+    master, slave = pty.openpty()
+    # A new session whose controlling terminal is the pty, then carbontrack in its foreground.
+    launcher = [sys.executable, "-c", TAKE_TERMINAL]
+    if len(CARBONTRACK) == 1:
+        launcher.append(CARBONTRACK[0])
+    else:
+        launcher.extend(CARBONTRACK)
+    proc = subprocess.Popen(
+        [*launcher, "run", "-q", "--", *py(COUNT_SIGNALS)],
+        env=env,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
+    os.close(slave)
+    out = b""
+    deadline = time.monotonic() + TIMEOUT
+    while b"ready" not in out and time.monotonic() < deadline:
+        if select.select([master], [], [], 0.1)[0]:
+            out += os.read(master, 1024)
+    os.write(master, b"\x03")  # Ctrl-C: the terminal signals carbontrack and the child
+    out += read_all(master, proc)
+    os.close(master)
+    assert proc.wait(timeout=TIMEOUT) == 7
+    assert b"seen=SIGINT\r\n" in out
+
+
+# -- plugins -------------------------------------------------------------------------------------
+
+
+def test_plugins_lists_distributions_versions_and_hooks(env: dict[str, str]) -> None:
+    done = carbontrack("plugins", env=env)
+    assert done.returncode == 0
+    lines = done.stdout.splitlines()
+    i = lines.index("fakecpu: carbontrack-fakecpu 1.2.3")
+    assert lines[i + 1] == "  hooks: close_devices, discover_devices, read_energy"
+    assert f"console: built-in (carbontrack {__version__})" in lines
+    assert "rapl: blocked by CARBONTRACK_DISABLE_PLUGINS" in lines
+
+
+def test_plugins_json(env: dict[str, str]) -> None:
+    done = carbontrack("plugins", "--json", env=env)
+    plugins = {p["name"]: p for p in json.loads(done.stdout)["plugins"]}
+    assert plugins["fakecpu"] == {
+        "name": "fakecpu",
+        "distribution": "carbontrack-fakecpu",
+        "version": "1.2.3",
+        "hooks": [
+            "carbontrack_close_devices",
+            "carbontrack_discover_devices",
+            "carbontrack_read_energy",
+        ],
+        "builtin": False,
+        "blocked": False,
+    }
+    assert plugins["nvml"]["blocked"] is True
