@@ -297,20 +297,25 @@ class FakePowercap:
 
     # -- running -----------------------------------------------------------------------------
 
-    def sync(self) -> None:
-        """Advance every counter to the clock's current time and rewrite the files."""
+    def sync(self, *, write: bool = True) -> None:
+        """Advance every counter to the clock's current time and rewrite the files.
+
+        ``write=False`` moves the counters in memory only: several power steps between two
+        reads cost one write per file.
+        """
         now = self.clock()
         for zone in self.zones:
             zone._advance(self._last_t - self._t0, now - self._t0)
         self._last_t = now
-        for zone in self.zones:
-            zone._write()
+        if write:
+            for zone in self.zones:
+                zone._write()
 
-    def advance(self, seconds: float) -> None:
+    def advance(self, seconds: float, *, write: bool = True) -> None:
         """Move the clock forward by ``seconds`` (it must have ``advance``) and sync."""
         clock: _AdvancingClock = self.clock  # type: ignore[assignment]
         clock.advance(seconds)
-        self.sync()
+        self.sync(write=write)
 
     def mask(self) -> None:
         """Hide ``devices/virtual/powercap`` as container runtimes do: the symlinks dangle."""
