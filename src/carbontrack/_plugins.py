@@ -42,6 +42,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("console", "carbontrack.writers.console:ConsoleWriter"),
     ("nvml", "carbontrack.backends.nvml"),
     ("rapl", "carbontrack.backends.rapl"),
+    ("estimate", "carbontrack.backends.estimate"),
 )
 
 DISABLE_ENV = "CARBONTRACK_DISABLE_PLUGINS"
