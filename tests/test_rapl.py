@@ -194,13 +194,20 @@ def test_laptop_measures_the_package_once_without_psys_core_uncore_or_mmio(
 def test_psys_on_request_replaces_package_and_dram(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    tree = laptop_with_psys(tmp_path)
+    clock = FakeClock()
+    tree = laptop_with_psys(tmp_path, clock=clock, psys_watts=9.6)
     tree.add_zone("dram", watts=1.0, parent=tree.zone("package-0"))
     point_at(monkeypatch, tree)
     found = devices_of(discover(rapl_psys=True))
     assert list(found) == ["psys"]
     assert found["psys"].kind == "cpu"
     assert found["psys"].name.startswith("platform (psys")
+    host = PluginHost(make_plugin_manager(autoload=False))
+    sampler = Sampler(host, {"rapl": list(found.values())}, interval_s=1.0, clock=clock)
+    sampler.read()
+    tree.advance(10.0)
+    sampler.read()
+    assert sampler.total_j() == pytest.approx(96.0)  # psys alone, nothing added on top
 
 
 def test_psys_requested_on_a_machine_without_it_measures_packages_and_says_so(

@@ -299,7 +299,7 @@ def carbontrack_discover_devices(settings: Settings) -> list[Device | Unavailabl
     found: list[Device | Unavailable] = [*devices]
     if denied:
         files = [item.zone.energy_file for item in denied]
-        names = ", ".join(item.zone.name for item in denied)
+        names = ", ".join(item.label for item in denied)
         found.append(
             Unavailable(
                 backend=BACKEND,
