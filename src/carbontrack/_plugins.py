@@ -36,8 +36,14 @@ logger = logging.getLogger(__name__)
 #: Built-in plugins as ``(name, "module" or "module:Class")``; a class is instantiated per
 #: manager so that stateful plugins (writers) start fresh for every run.
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
-    ("location", "carbontrack.intensity._location"),
+    ("location", "carbontrack.intensity._location:SettingLocation"),
+    # Both trylast: the one registered later is asked first, so the config file beats geolocation.
+    ("geolocate", "carbontrack.intensity._location:GeoLocation"),
+    ("location-config", "carbontrack.intensity._location:ConfigLocation"),
     ("world", "carbontrack.intensity._world"),
+    ("electricitymaps", "carbontrack.intensity._live:ElectricityMaps"),
+    ("carbonintensity-gb", "carbontrack.intensity._live:CarbonIntensityGB"),
+    ("energidataservice", "carbontrack.intensity._live:EnergiDataService"),
     ("runlog", "carbontrack.writers.runlog:RunLogWriter"),
     ("console", "carbontrack.writers.console:ConsoleWriter"),
     ("nvml", "carbontrack.backends.nvml"),

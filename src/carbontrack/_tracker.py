@@ -99,6 +99,10 @@ class Tracker:
                 )
             # Imported here: pluggy and importlib.metadata are not needed to import carbontrack.
             from carbontrack._plugins import PluginHost, make_plugin_manager
+            from carbontrack.intensity._location import check_location
+
+            # An unknown location code is the user's mistake: raise it before any work starts.
+            check_location(self.settings)
 
             # Loud on purpose: a broken plugin import must fail before training starts.
             pm = make_plugin_manager(autoload=self._autoload, extra_plugins=self._plugins)

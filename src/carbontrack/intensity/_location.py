@@ -1,17 +1,186 @@
-"""Built-in location answer: the ``location`` option or ``$CARBONTRACK_LOCATION``, else unknown."""
+"""Where the machine is: a ``firstresult`` chain of built-in ``carbontrack_locate`` answers.
+
+In order: third-party plugins, the ``location`` option or ``$CARBONTRACK_LOCATION``
+(``SettingLocation``), the config file's ``location`` (``ConfigLocation``), then IP geolocation,
+only when the user opted in (``GeoLocation``). Nobody answering means *unknown*: the world
+average, said so plainly, never a default country.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import re
+
+from carbontrack.errors import InvalidOption
 from carbontrack.hookspecs import hookimpl
+from carbontrack.intensity import _http
+from carbontrack.intensity._table import load_table
 from carbontrack.model import Location
 from carbontrack.settings import Settings
 
+__all__ = [
+    "ConfigLocation",
+    "GeoLocation",
+    "SettingLocation",
+    "check_location",
+    "gb_postcode",
+    "parse_location",
+]
 
-@hookimpl(trylast=True)
-def carbontrack_locate(settings: Settings) -> Location:
-    """Return the configured location; an unconfigured machine is unknown, never guessed."""
-    if settings.location:
-        code = settings.location.strip()
-        country, _, region = code.partition("-")
-        return Location(country=country.upper(), region=code if region else None, source="setting")
-    return Location(country=None, region=None, source="unknown")
+logger = logging.getLogger(__name__)
+
+#: Codes that ask for the world average on purpose.
+WORLD_CODES = frozenset({"WORLD", "WLD"})
+
+_ZONE_SUFFIX = re.compile(r"[A-Z0-9]+(?:-[A-Z0-9]+)*")
+# The outward part of a UK postcode (RG10, SW1A, M1): what the GB API takes for regions.
+_OUTWARD_POSTCODE = re.compile(r"[A-Z]{1,2}[0-9][0-9A-Z]?")
+_DK_AREAS = ("DK1", "DK2")
+
+EXPECTED = (
+    "a country (ISO code such as 'DK' or 'DNK', or its English name), a grid zone such as "
+    "'DK-DK1' or 'US-CAL-CISO', a GB postcode area such as 'GB-RG10', or 'World'"
+)
+
+
+def _invalid(code: str, origin: str, matches: list[str]) -> InvalidOption:
+    hint = f" Did you mean: {', '.join(matches)}?" if matches else ""
+    return InvalidOption(
+        f"{origin}={code!r} is not a known location: expected {EXPECTED}.{hint} "
+        "Run `carbontrack intensity --location CODE` to check a code."
+    )
+
+
+def parse_location(code: str, *, source: str = "setting", origin: str = "location") -> Location:
+    """Turn a user's location code into a ``Location``.
+
+    Raises ``InvalidOption`` (a ``ValueError``) naming the code, what is accepted and the
+    closest known codes.
+    """
+    table = load_table()
+    text = code.strip()
+    upper = text.upper()
+    if upper in WORLD_CODES:
+        return Location(country=None, region="World", source=source)
+    row = table.get(text)
+    if row is not None:
+        return Location(country=row.iso2 or row.iso3, region=None, source=source)
+    prefix, dash, suffix = upper.partition("-")
+    row = table.get(prefix) if dash and len(prefix) <= 3 else None
+    if row is None or not _ZONE_SUFFIX.fullmatch(suffix):
+        matches = table.close_matches(prefix if dash and len(prefix) <= 3 else text)
+        raise _invalid(code, origin, matches)
+    country = row.iso2 or row.iso3
+    if country == "DK" and suffix not in _DK_AREAS:
+        raise _invalid(code, origin, [f"DK-{a}" for a in _DK_AREAS])
+    return Location(country=country, region=f"{country}-{suffix}", source=source)
+
+
+def gb_postcode(location: Location) -> str | None:
+    """The GB outward postcode in a location such as ``GB-RG10``, else ``None``."""
+    if location.country != "GB" or not location.region:
+        return None
+    suffix = location.region.partition("-")[2]
+    return suffix if _OUTWARD_POSTCODE.fullmatch(suffix) else None
+
+
+def _config_location() -> tuple[str, str] | None:
+    value = _http.read_config().get("location")
+    if value is None:
+        return None
+    path = str(_http.config_path())
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidOption(f"location={value!r} in {path} is not valid: expected {EXPECTED}")
+    return value, path
+
+
+def check_location(settings: Settings) -> None:
+    """Validate every configured location before a run starts.
+
+    Raises ``InvalidOption`` (a ``ValueError``) for an unknown code in the ``location`` option,
+    ``$CARBONTRACK_LOCATION`` or the config file, listing close matches, and for a config file
+    that cannot be read.
+    """
+    if settings.location is not None:
+        parse_location(settings.location, origin=_setting_origin(settings))
+    found = _config_location()
+    if found is not None:
+        parse_location(found[0], origin=f"location in {found[1]}")
+
+
+def _setting_origin(settings: Settings) -> str:
+    env = os.environ.get("CARBONTRACK_LOCATION", "").strip()
+    return "CARBONTRACK_LOCATION" if env and env == settings.location else "location"
+
+
+class SettingLocation:
+    """The ``location`` option (or ``$CARBONTRACK_LOCATION``): the first built-in answer.
+
+    Plugins the user installed are asked before the built-ins (pluggy calls later registrations
+    first); a plugin that looks the location up itself should return ``None`` when
+    ``settings.location`` is set.
+    """
+
+    @hookimpl
+    def carbontrack_locate(self, settings: Settings) -> Location | None:
+        """Return the configured location, or ``None`` when none is set."""
+        if settings.location is None:
+            return None
+        origin = _setting_origin(settings)
+        source = "setting" if origin == "location" else "environment CARBONTRACK_LOCATION"
+        return parse_location(settings.location, source=source, origin=origin)
+
+
+class ConfigLocation:
+    """The config file's ``location`` (``$CARBONTRACK_CONFIG`` or ``<home>/config.toml``)."""
+
+    @hookimpl(trylast=True)
+    def carbontrack_locate(self, settings: Settings) -> Location | None:
+        """Return the config file's location, or ``None`` when it has none."""
+        found = _config_location()
+        if found is None:
+            return None
+        return parse_location(found[0], source=f"config file {found[1]}", origin="location")
+
+
+#: IP geolocation services, tried in order: (provider name, default URL, country field).
+GEOLOCATORS = (
+    ("geolocate-ipinfo", "https://ipinfo.io/json", "country"),
+    ("geolocate-geojs", "https://get.geojs.io/v1/ip/geo.json", "country_code"),
+)
+
+
+class GeoLocation:
+    """Country from the machine's public IP address, only with ``geolocate=True`` (or
+    ``geolocate = true`` in the config file): it tells a third party where you are."""
+
+    @hookimpl(trylast=True)
+    def carbontrack_locate(self, settings: Settings) -> Location | None:
+        """Ask the geolocation services in turn; ``None`` (unknown) when none answers."""
+        if not (settings.geolocate or _http._config_quiet().get("geolocate") is True):
+            return None
+        table = load_table()
+        reasons = []
+        for name, default, field in GEOLOCATORS:
+            url = _http.base_url(settings, name, default)
+            try:
+                data = _http.get_json(url, timeout=min(_http.timeout_s(settings), 2.0))
+            except _http.ProviderError as exc:
+                reasons.append(f"{name}: {exc}")
+                continue
+            code = data.get(field) if isinstance(data, dict) else None
+            row = table.get(code) if isinstance(code, str) and code else None
+            if row is None:
+                reasons.append(f"{name}: no known country in the answer ({code!r})")
+                continue
+            host = url.split("/")[2] if "//" in url else url
+            return Location(
+                country=row.iso2 or row.iso3, region=None, source=f"IP geolocation ({host})"
+            )
+        logger.warning(
+            "carbontrack: IP geolocation failed (%s); the location stays unknown. Set it with "
+            "track(location='DK') or CARBONTRACK_LOCATION",
+            "; ".join(reasons),
+        )
+        return None

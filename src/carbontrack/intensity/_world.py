@@ -1,47 +1,80 @@
-"""The last-resort carbon intensity: the world average, always labelled as such."""
+"""The offline answer, asked last: an explicit intensity, the shipped country table, the world.
+
+Always labelled: a country's figure names its year, basis and source; the world average is
+marked ``is_fallback`` and says why it was used and how to set the location.
+"""
 
 from __future__ import annotations
 
 from carbontrack.hookspecs import hookimpl
+from carbontrack.intensity._table import load_table
 from carbontrack.model import Intensity, Location
 from carbontrack.settings import Settings
 
+__all__ = ["WORLD_G_PER_KWH", "WORLD_YEAR", "table_intensity", "world_intensity"]
+
 #: World average lifecycle intensity of electricity generation in 2024: 472.94 gCO2eq/kWh
-#: (Ember, Yearly Electricity Data, CC BY 4.0).
+#: (Ember, Yearly Electricity Data, CC BY 4.0); the shipped table's metadata holds the same.
 WORLD_G_PER_KWH = 472.94
 WORLD_YEAR = 2024
 WORLD_SOURCE = "Ember Yearly Electricity Data, world average (CC BY 4.0)"
 
+HOW_TO_SET = "Set it with track(location='DK'), CARBONTRACK_LOCATION=DK or --location DK"
+
 
 def world_intensity(note: str) -> Intensity:
     """The world average as an ``Intensity`` marked as a fallback, with ``note`` saying why."""
+    table = load_table()
     return Intensity(
-        g_per_kwh=WORLD_G_PER_KWH,
+        g_per_kwh=table.world_g_per_kwh,
         source=WORLD_SOURCE,
         basis="lifecycle",
-        year=WORLD_YEAR,
+        year=table.world_year,
         zone="World",
         is_fallback=True,
         note=note,
     )
 
 
+def table_intensity(location: Location) -> Intensity | None:
+    """The shipped table's figure for ``location``'s country, or ``None`` if it has none."""
+    if location.country is None:
+        return None
+    row = load_table().get(location.country)
+    if row is None:
+        return None
+    note = ""
+    if location.region:
+        note = (
+            f"no offline figure for {location.region}: using {row.name}'s yearly average "
+            "(configure a live provider for zone-level data)"
+        )
+    return Intensity(
+        g_per_kwh=row.g_per_kwh,
+        source=f"{row.source}, {row.name} {row.year} (carbontrack offline table, CC BY 4.0)",
+        basis=row.basis,
+        year=row.year,
+        zone=row.iso2 or row.iso3,
+        note=note,
+    )
+
+
 @hookimpl(trylast=True)
 def carbontrack_carbon_intensity(location: Location, settings: Settings) -> Intensity:
-    """Answer last: an explicit ``intensity_g_per_kwh``, else the world average, labelled."""
+    """Answer last: ``intensity_g_per_kwh``, else the country table, else the world average."""
     if settings.intensity_g_per_kwh is not None:
         return Intensity(
             g_per_kwh=float(settings.intensity_g_per_kwh),
             source="user setting intensity_g_per_kwh",
             basis="user",
         )
+    found = table_intensity(location)
+    if found is not None:
+        return found
+    if location.region == "World":
+        return world_intensity(f"location set to World ({location.source}): the world average")
     if location.country is None:
-        note = (
-            "location unknown: using the world average. Set it with track(location='DK') "
-            "or CARBONTRACK_LOCATION=DK"
-        )
-    else:
-        note = (
-            f"no intensity data for {location.region or location.country}: using the world average"
-        )
-    return world_intensity(note)
+        return world_intensity(f"location unknown: using the world average. {HOW_TO_SET}")
+    return world_intensity(
+        f"no intensity data for {location.region or location.country}: using the world average"
+    )

@@ -1,0 +1,299 @@
+"""HTTP for the live providers: standard library only, short timeouts, one retry, a disk cache.
+
+Also where the providers' options are read: base URLs (overridable for tests and proxies), API
+keys (options, environment, config file) and the config file itself. Keys never appear in a log
+line, an error message or a report: errors carry the HTTP status and the server's message, with
+any key redacted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from carbontrack.errors import InvalidOption
+from carbontrack.settings import Settings
+
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "ProviderError",
+    "api_key",
+    "base_url",
+    "cache_dir",
+    "config_path",
+    "enabled",
+    "get_json",
+    "read_config",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Seconds to wait for a provider before falling back: intensity is asked for at the start and
+#: end of a run, so a slow API must never hold up training for long.
+DEFAULT_TIMEOUT_S = 5.0
+
+#: The ``plugin_options`` key under which the intensity plugins read their options:
+#: ``{"urls": {provider: base_url}, "timeout_s": 5, "providers": [...], "cache": True}``.
+OPTIONS_KEY = "intensity"
+
+CONFIG_ENV = "CARBONTRACK_CONFIG"
+CACHE_ENV = "CARBONTRACK_CACHE_DIR"
+PROVIDERS_ENV = "CARBONTRACK_INTENSITY_PROVIDERS"
+
+
+class ProviderError(Exception):
+    """A live provider gave no usable answer; the message is the reason, without any key."""
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+
+def config_path() -> Path:
+    """``$CARBONTRACK_CONFIG``, else ``config.toml`` in carbontrack's home directory."""
+    from carbontrack.paths import carbontrack_home
+
+    env = os.environ.get(CONFIG_ENV, "").strip()
+    return Path(env).expanduser() if env else carbontrack_home() / "config.toml"
+
+
+def read_config() -> dict[str, Any]:
+    """The config file's content (``{}`` when there is none or it cannot be read).
+
+    Raises ``InvalidOption`` naming the file when it is not valid TOML.
+    """
+    path = config_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    except OSError as exc:
+        # An unreadable file (permissions) is not a mistake in it: go on without it, say so.
+        logger.warning("carbontrack: config file %s cannot be read (%s); ignored", path, exc)
+        return {}
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidOption(
+            f"config file {path} is not valid TOML ({exc}); fix it or remove it"
+        ) from None
+
+
+def _config_quiet() -> dict[str, Any]:
+    # Providers run inside the measurement: a broken config file was already reported at start.
+    try:
+        return read_config()
+    except InvalidOption:
+        return {}
+
+
+def options(settings: Settings) -> Mapping[str, Any]:
+    """This package's entry in ``settings.plugin_options`` (``{}`` when absent)."""
+    value = settings.plugin_options.get(OPTIONS_KEY, {})
+    return value if isinstance(value, Mapping) else {}
+
+
+def base_url(settings: Settings, provider: str, default: str) -> str:
+    """The provider's base URL: ``plugin_options["intensity"]["urls"][provider]``, else
+    ``$CARBONTRACK_<PROVIDER>_URL``, else ``default``."""
+    urls = options(settings).get("urls", {})
+    if isinstance(urls, Mapping) and urls.get(provider):
+        return str(urls[provider]).rstrip("/")
+    env = os.environ.get(f"CARBONTRACK_{_env_name(provider)}_URL", "").strip()
+    return (env or default).rstrip("/")
+
+
+def timeout_s(settings: Settings) -> float:
+    """Seconds to wait for one HTTP answer (``plugin_options["intensity"]["timeout_s"]``)."""
+    value = options(settings).get("timeout_s", DEFAULT_TIMEOUT_S)
+    return float(value) if isinstance(value, int | float) and value > 0 else DEFAULT_TIMEOUT_S
+
+
+def _env_name(name: str) -> str:
+    return name.upper().replace("-", "_")
+
+
+def api_key(settings: Settings, names: Iterable[str]) -> str | None:
+    """The first key found under any of ``names``: ``settings.api_keys``, then
+    ``$CARBONTRACK_<NAME>_KEY``, then the config file's ``[api_keys]`` table."""
+    names = tuple(names)
+    for name in names:
+        if settings.api_keys.get(name):
+            return settings.api_keys[name]
+    for name in names:
+        env = os.environ.get(f"CARBONTRACK_{_env_name(name)}_KEY", "").strip()
+        if env:
+            return env
+    keys = _config_quiet().get("api_keys", {})
+    if isinstance(keys, Mapping):
+        for name in names:
+            if isinstance(keys.get(name), str) and keys[name]:
+                return str(keys[name])
+    return None
+
+
+def enabled(settings: Settings, names: Iterable[str]) -> bool:
+    """Whether a keyless provider was switched on: one of ``names`` is listed in
+    ``plugin_options["intensity"]["providers"]``, ``$CARBONTRACK_INTENSITY_PROVIDERS``
+    (comma-separated) or the config file's ``providers``, or has an entry in ``api_keys``
+    (carbontracker's way of choosing a provider)."""
+    names = {n.lower() for n in names}
+    listed: set[str] = set()
+    chosen = options(settings).get("providers", ())
+    if isinstance(chosen, str):
+        chosen = chosen.split(",")
+    listed |= {str(n).strip().lower() for n in chosen}
+    listed |= {n.strip().lower() for n in os.environ.get(PROVIDERS_ENV, "").split(",")}
+    config = _config_quiet().get("providers", ())
+    if isinstance(config, list):
+        listed |= {str(n).strip().lower() for n in config}
+    listed |= {k.lower() for k in settings.api_keys}
+    return bool(names & listed)
+
+
+# -- cache -------------------------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    """``$CARBONTRACK_CACHE_DIR``, else ``<$CARBONTRACK_HOME>/cache`` when that is set, else
+    the platform's user cache directory for carbontrack."""
+    env = os.environ.get(CACHE_ENV, "").strip()
+    if env:
+        return Path(env).expanduser()
+    home = os.environ.get("CARBONTRACK_HOME", "").strip()
+    if home:
+        return Path(home).expanduser() / "cache"
+    import platformdirs
+
+    return platformdirs.user_cache_path("carbontrack", appauthor=False) / "intensity"
+
+
+def _cache_file(key: str) -> Path:
+    return cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+
+
+def cache_get(key: str, max_age_s: float) -> Any:
+    """The cached value for ``key`` if younger than ``max_age_s``, else ``None``."""
+    try:
+        entry = json.loads(_cache_file(key).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(entry, dict) or entry.get("key") != key:
+        return None
+    age = time.time() - float(entry.get("at", 0))
+    return entry.get("data") if 0 <= age <= max_age_s else None
+
+
+def cache_put(key: str, data: Any) -> None:
+    """Remember ``data`` under ``key``; a cache that cannot be written is skipped quietly."""
+    path = _cache_file(key)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"key": key, "at": time.time(), "data": data}), "utf-8")
+        tmp.replace(path)
+    except OSError:
+        logger.debug("carbontrack: cannot write the intensity cache at %s", path, exc_info=True)
+
+
+# -- HTTP ------------------------------------------------------------------------------------
+
+
+def _server_message(body: bytes) -> str:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body.decode("utf-8", "replace").strip()[:200]
+    if isinstance(data, dict):
+        err = data.get("error", data.get("message"))
+        if isinstance(err, dict):  # the GB API: {"error": {"code": ..., "message": ...}}
+            err = err.get("message") or err.get("code")
+        if err:
+            return str(err)[:200]
+    return ""
+
+
+def _redact(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def get_json(
+    url: str,
+    *,
+    params: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    cache_s: float = 0.0,
+    secrets: Iterable[str] = (),
+) -> Any:
+    """GET ``url`` and decode its JSON, with one retry on a 5xx or a refused connection.
+
+    A response younger than ``cache_s`` seconds is served from the disk cache (the key is the
+    URL with its query; headers, and so API keys, are not part of it). Raises
+    ``ProviderError`` with the reason (HTTP status and server message, timeout, malformed JSON).
+    """
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from carbontrack._version import __version__
+
+    secrets = tuple(secrets)
+    full = url + ("?" + urllib.parse.urlencode(params) if params else "")
+    if cache_s > 0:
+        cached = cache_get(full, cache_s)
+        if cached is not None:
+            return cached
+    request = urllib.request.Request(
+        full,
+        headers={
+            "Accept": "application/json",
+            "User-Agent": f"carbontrack/{__version__}",
+            **(headers or {}),
+        },
+    )
+    attempts = 2
+    for attempt in range(attempts):
+        last = attempt == attempts - 1
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                body = response.read()
+        except urllib.error.HTTPError as exc:
+            message = _redact(_server_message(exc.read()), secrets)
+            if exc.code >= 500 and not last:
+                time.sleep(0.1)
+                continue
+            reason = f"HTTP {exc.code}" + (f": {message}" if message else "")
+            if exc.code == 429:
+                reason += " (rate limited)"
+            raise ProviderError(reason) from None
+        except TimeoutError:
+            raise ProviderError(f"no answer within {timeout:g} s (timeout)") from None
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, TimeoutError):
+                raise ProviderError(f"no answer within {timeout:g} s (timeout)") from None
+            if not last:
+                time.sleep(0.1)
+                continue
+            raise ProviderError(f"cannot connect ({_redact(str(exc.reason), secrets)})") from None
+        except OSError as exc:  # connection reset mid-answer and the like
+            if not last:
+                continue
+            raise ProviderError(f"connection failed ({type(exc).__name__})") from None
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise ProviderError("malformed JSON in the response") from None
+        if cache_s > 0:
+            cache_put(full, data)
+        return data
+    raise AssertionError("unreachable")  # pragma: no cover
