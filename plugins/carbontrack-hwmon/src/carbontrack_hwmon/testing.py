@@ -106,16 +106,19 @@ class FakeChip:
 class FakeHwmonTree:
     """A fake ``/sys/class/hwmon`` under ``root``, with builders for common machines."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, powercap_root: Path | None = None) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        #: The powercap tree the plugin checks for RAPL counters (which ``amd_energy``
+        #: duplicates): by default an empty folder beside ``root``, so there are none; pass
+        #: ``carbontrack.testing.powercap.FakePowercap(...).root`` to test both together.
+        self.powercap_root = powercap_root or self.root.parent / "powercap"
         self.chips: list[FakeChip] = []
 
     @property
     def environ(self) -> dict[str, str]:
-        """Environment variables that point the plugin at this tree (and at no RAPL counters,
-        so that ``amd_energy`` is measured; add a powercap tree with ``add_rapl_package``)."""
-        return {ROOT_ENV: str(self.root), POWERCAP_ENV: str(self.root.parent / "powercap")}
+        """The variables that point the plugin at this tree and at ``powercap_root``."""
+        return {ROOT_ENV: str(self.root), POWERCAP_ENV: str(self.powercap_root)}
 
     @contextlib.contextmanager
     def activated(self) -> Iterator[FakeHwmonTree]:
@@ -195,8 +198,8 @@ class FakeHwmonTree:
         return chip
 
     def add_rapl_package(self) -> Path:
-        """A readable RAPL package counter in the powercap tree that ``environ`` points at."""
-        zone = self.root.parent / "powercap" / "intel-rapl:0"
+        """A readable RAPL package counter in ``powercap_root`` (just enough for the check)."""
+        zone = self.powercap_root / "intel-rapl:0"
         zone.mkdir(parents=True, exist_ok=True)
         (zone / "energy_uj").write_text("0\n")
         return zone / "energy_uj"
