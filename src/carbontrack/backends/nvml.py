@@ -31,6 +31,7 @@ from carbontrack.settings import Settings
 __all__ = [
     "CUDA_PROBE_ENV",
     "MODULE_ENV",
+    "discover",
     "parse_bus_id",
     "parse_visible_devices",
     "process_tree",
