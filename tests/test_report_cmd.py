@@ -234,3 +234,23 @@ def test_corrupt_input_never_breaks_the_report(tmp_path: Path, junk: list[tuple[
     code, out, _ = report(str(directory), "--json")
     assert code == 0
     assert json.loads(out)["total"]["runs"] >= 1
+
+
+def test_without_a_path_it_reads_the_default_log_directory(tmp_path: Path) -> None:
+    # conftest points CARBONTRACK_HOME at tmp_path / "carbontrack-home"; logs go to <home>/logs.
+    fake_run(tmp_path / "carbontrack-home" / "logs", epochs=2)
+    code, out, err = report("--json")
+    assert code == 0, err
+    assert json.loads(out)["total"]["runs"] == 1
+
+
+def test_each_run_shows_its_first_prediction_beside_the_actual(tmp_path: Path) -> None:
+    fake_run(tmp_path, epochs=3)
+    write_carbontracker_logs(tmp_path)
+    code, out, _ = report(str(tmp_path), "--json")
+    assert code == 0
+    by_tool = {r["tool"]: r for r in json.loads(out)["runs"]}
+    (log,) = tmp_path.glob("*.jsonl")
+    final = json.loads(log.read_text(encoding="utf-8").splitlines()[-1])["report"]
+    assert by_tool["carbontrack"]["predicted_co2eq_g"] == final["predictions"][0]["co2eq_g"]
+    assert by_tool["carbontracker"]["predicted_co2eq_g"] == pytest.approx(0.078122222222)

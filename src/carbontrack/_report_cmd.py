@@ -8,6 +8,7 @@ that name the file and line; they never stop the report.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -63,6 +64,7 @@ class RunSummary:
     epochs_planned: int | None = None
     complete: bool = True
     estimated: bool = False
+    predicted_co2eq_g: float | None = None
     note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -92,6 +94,11 @@ def _summary_from_report(path: str, data: Any, *, complete: bool, note: str = ""
     epochs = data.get("epochs")
     planned = data.get("epochs_planned")
     started = data.get("started_at")
+    predictions = data.get("predictions")
+    predicted = None
+    if isinstance(predictions, list) and predictions and isinstance(predictions[0], Mapping):
+        with contextlib.suppress(ValueError):
+            predicted = _number(predictions[0], "co2eq_g")
     return RunSummary(
         path=path,
         tool="carbontrack",
@@ -105,6 +112,7 @@ def _summary_from_report(path: str, data: Any, *, complete: bool, note: str = ""
         epochs_planned=planned if isinstance(planned, int) else None,
         complete=complete,
         estimated=estimated,
+        predicted_co2eq_g=predicted,
         note=note,
     )
 
@@ -328,6 +336,7 @@ def parse_carbontracker_log(path: Path, warnings: list[str]) -> RunSummary | Non
             epochs=b.epochs,
             epochs_planned=planned,
             complete=not interrupted,
+            predicted_co2eq_g=predicted[-1].co2eq_g if predicted else None,
             note=note,
         )
     return _carbontracker_epochs(path, run_id, started, std_lines, pue, predicted, warnings)
@@ -473,15 +482,15 @@ def _duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
-def _co2(g: float | None) -> str:
-    return "unknown" if g is None else f"{g:.3f} g"
+def _co2(g: float | None, missing: str = "unknown") -> str:
+    return missing if g is None else f"{g:.3f} g"
 
 
 def format_text(runs: list[RunSummary], total: Mapping[str, Any]) -> str:
     """A table of runs and the total, readable in a terminal."""
     head = (
-        f"{'run':<24} {'tool':<13} {'started':<16} {'epochs':>7} {'time':>9} "
-        f"{'energy kWh':>11} {'facility kWh':>13} {'CO2eq':>13}"
+        f"{'run':<28} {'tool':<13} {'started':<16} {'epochs':>7} {'time':>9} "
+        f"{'energy kWh':>11} {'facility kWh':>13} {'CO2eq':>13} {'predicted':>13}"
     )
     lines = [head, "-" * len(head)]
     for r in runs:
@@ -489,9 +498,9 @@ def format_text(runs: list[RunSummary], total: Mapping[str, Any]) -> str:
         if r.epochs_planned and r.epochs is not None:
             epochs = f"{r.epochs}/{r.epochs_planned}"
         lines.append(
-            f"{r.run_id[:24]:<24} {r.tool:<13} {_when(r.started_at):<16} {epochs:>7} "
+            f"{r.run_id[:28]:<28} {r.tool:<13} {_when(r.started_at):<16} {epochs:>7} "
             f"{_duration(r.duration_s):>9} {r.energy_kwh:>11.6f} {r.facility_energy_kwh:>13.6f} "
-            f"{_co2(r.co2eq_g):>13}"
+            f"{_co2(r.co2eq_g):>13} {_co2(r.predicted_co2eq_g, '-'):>13}"
         )
         if r.estimated:
             lines.append("    ESTIMATED: some energy is a model estimate, not a measurement")
@@ -499,7 +508,7 @@ def format_text(runs: list[RunSummary], total: Mapping[str, Any]) -> str:
             lines.append(f"    {r.note}")
     lines.append("-" * len(head))
     lines.append(
-        f"{'total (' + str(total['runs']) + ' runs)':<63} {_duration(total['duration_s']):>9} "
+        f"{'total (' + str(total['runs']) + ' runs)':<67} {_duration(total['duration_s']):>9} "
         f"{total['energy_kwh']:>11.6f} {total['facility_energy_kwh']:>13.6f} "
         f"{_co2(total['co2eq_g']):>13}"
     )
@@ -534,14 +543,22 @@ def format_csv(runs: list[RunSummary], total: Mapping[str, Any]) -> str:
     return out.getvalue()
 
 
+def _default_log_dir() -> Path:
+    from carbontrack.paths import log_dir
+    from carbontrack.settings import make_settings
+
+    return log_dir(make_settings())
+
+
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Add the arguments of ``carbontrack report`` to ``p``."""
     p.add_argument(
         "paths",
-        nargs="+",
+        nargs="*",
         metavar="PATH",
         help="run log files or directories (searched recursively): carbontrack *.jsonl run logs "
-        "and carbontracker *_carbontracker_output.log files",
+        "and carbontracker *_carbontracker_output.log files (default: carbontrack's log "
+        "directory)",
     )
     p.add_argument(
         "--format",
@@ -558,11 +575,12 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | No
     """Run ``carbontrack report``: 0 on success, 1 when no log was found."""
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
-    runs, warnings, files = read_runs(args.paths)
+    paths = list(args.paths) or [_default_log_dir()]
+    runs, warnings, files = read_runs(paths)
     for w in warnings:
         print(f"carbontrack report: warning: {w}", file=err)
     if not runs:
-        where = ", ".join(str(p) for p in args.paths)
+        where = ", ".join(str(p) for p in paths)
         why = f"{files} log file(s) found but none holds a measurement" if files else "no log"
         print(
             f"carbontrack report: no runs in {where}: {why} (looked for carbontrack *.jsonl run "
