@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from carbontrack import _tracker
 from carbontrack.backends import nvml as backend
@@ -640,3 +642,45 @@ def test_installed_restores_the_environment() -> None:
     with fake.installed():
         assert os.environ[backend.MODULE_ENV] == fake.__name__
     assert backend.MODULE_ENV not in os.environ
+
+
+def test_without_a_cuda_driver_the_built_in_probe_falls_back_to_pci_order(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # On this machine libcuda either is missing or knows other GPUs than the fake's: either way
+    # the probe's answer cannot be used.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    with caplog.at_level(logging.WARNING):
+        assert ids(discover(FakeNVML(mixed_models()))) == [uuid(A)]
+    assert "assuming PCI bus order" in caplog.text
+
+
+def test_uuid_entries_never_ask_cuda_for_its_order(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    marker = tmp_path / "probe-ran"
+    script = tmp_path / "probe.py"
+    script.write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.setenv(backend.CUDA_PROBE_ENV, f"{sys.executable} {script}")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", uuid(B))
+    assert ids(discover(FakeNVML(mixed_models()))) == [uuid(B)]
+    assert not marker.exists()
+
+
+_entry = st.one_of(
+    st.integers(-3, 20).map(str),
+    st.sampled_from(["GPU-8932f937", "MIG-0c9a4f7e", "NoDevFiles", "", "gpu0", " 2 "]),
+)
+
+
+@given(st.lists(_entry, max_size=6))
+def test_visible_devices_parse_to_the_valid_prefix_of_the_list(entries: list[str]) -> None:
+    parsed = backend.parse_visible_devices(",".join(entries))
+    assert parsed is not None
+    stripped = [e.strip() for e in entries] or [""]
+    assert parsed == stripped[: len(parsed)]
+    assert all(e.isdigit() or e.startswith(("GPU-", "MIG-")) for e in parsed)
+    if len(parsed) < len(stripped):
+        bad = stripped[len(parsed)]
+        assert not bad.isdigit()
+        assert not bad.startswith(("GPU-", "MIG-"))
