@@ -501,7 +501,7 @@ def test_counter_going_back_without_a_plausible_wrap_is_a_reset_not_negative_ene
 # -- wraps ------------------------------------------------------------------------------------
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     range_uj=st.integers(min_value=1_000_000, max_value=DRAM_RANGE_UJ),
     start_fraction=st.floats(min_value=0.0, max_value=1.0),

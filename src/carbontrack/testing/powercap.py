@@ -114,7 +114,11 @@ class FakeZone:
         self.start_at(0)
 
     def unreadable(self) -> None:
-        """Make ``energy_uj`` unreadable (permission denied for every user but root)."""
+        """Make ``energy_uj`` unreadable (permission denied for every user but root).
+
+        Root reads any file whatever its mode: a test running as root must drop privileges
+        (``os.seteuid`` to an unprivileged uid) around the reads to see the denial.
+        """
         self._state = "unreadable"
         self._write()
 
