@@ -13,10 +13,18 @@ Errors are taken per 60-s epoch (boundaries off the sampling grid) and over the 
 run, worst case over 10 traces. All figures are simulated; no GPU is involved.
 
     python benchmarks/bench_nvml_accuracy.py
+    python benchmarks/bench_nvml_accuracy.py --real 120   # on a machine with NVIDIA GPUs
+
+``--real SECONDS`` measures the real GPUs instead, while you run a GPU workload next to it:
+for each GPU with an energy counter it compares NVML's own counter over the window with the
+power read through NVML every 0.05 s and every 1 s (trapezoid rule). On Ampere and newer
+(except GA100) the power reading is a 1-s average, so this says how well sampling works on that
+GPU, not on a pre-Volta one.
 """
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import os
 import random
@@ -150,5 +158,61 @@ def main() -> None:
     print(f"benchmark took {time.perf_counter() - began:.1f} s")
 
 
+def real(seconds: float) -> None:
+    """Compare NVML's energy counter with sampled NVML power on this machine's GPUs."""
+    from carbontrack.backends import nvml as backend
+
+    found = backend.discover(make_settings())
+    devices = [d for d in found if isinstance(d, Device)]
+    for item in found:
+        if not isinstance(item, Device):
+            print(f"unavailable: {item.reason}")
+    counters = [d for d in devices if d.method == "counter"]
+    if not counters:
+        print("no NVIDIA GPU with an energy counter here: nothing to compare")
+        backend.carbontrack_close_devices(devices)
+        return
+    nvml = counters[0].handle.session.nvml
+    per_second = 20  # fine samples every 0.05 s; every 20th one is a 1 s sample
+
+    def powers() -> list[float]:
+        return [nvml.nvmlDeviceGetPowerUsage(d.handle.handle) / 1000.0 for d in counters]
+
+    first = backend.carbontrack_read_energy(counters)
+    t0 = time.monotonic()
+    fine_w = coarse_w = powers()
+    fine_t = coarse_t = t0
+    fine_j = [0.0] * len(counters)
+    coarse_j = [0.0] * len(counters)
+    for n in range(1, max(1, round(seconds)) * per_second + 1):
+        time.sleep(max(0.0, t0 + n / per_second - time.monotonic()))
+        now, w = time.monotonic(), powers()
+        for i in range(len(counters)):
+            fine_j[i] += (fine_w[i] + w[i]) / 2 * (now - fine_t)
+        fine_w, fine_t = w, now
+        if n % per_second == 0:
+            for i in range(len(counters)):
+                coarse_j[i] += (coarse_w[i] + w[i]) / 2 * (now - coarse_t)
+            coarse_w, coarse_t = w, now
+    last = backend.carbontrack_read_energy(counters)
+    backend.carbontrack_close_devices(devices)
+    for i, d in enumerate(counters):
+        if first[i].joules is None or last[i].joules is None:
+            print(f"{d.name}: a counter read failed: {first[i].error or last[i].error}")
+            continue
+        counted = last[i].joules - first[i].joules
+        print(
+            f"{d.name}: NVML counter {counted:.1f} J over {fine_t - t0:.1f} s; NVML power every "
+            f"0.05 s {fine_j[i]:.1f} J ({(fine_j[i] - counted) / counted:+.2%}), every 1 s "
+            f"{coarse_j[i]:.1f} J ({(coarse_j[i] - counted) / counted:+.2%})"
+        )
+
+
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--real", type=float, metavar="SECONDS", help="measure the real GPUs")
+    args = parser.parse_args()
+    if args.real:
+        real(args.real)
+    else:
+        main()
