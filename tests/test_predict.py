@@ -8,6 +8,7 @@ import logging
 import math
 import random
 import re
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,7 +31,12 @@ from carbontrack.model import J_PER_KWH, EpochRecord
 from carbontrack.predict import best_start, interval_half_width, mean_intensity, predict, t_quantile
 from carbontrack.settings import Settings
 from carbontrack.testing import FakeClock, FakeDevice, FakeHardware
-from carbontrack.writers.console import format_co2, format_duration, format_energy
+from carbontrack.writers.console import (
+    format_co2,
+    format_duration,
+    format_energy,
+    format_prediction,
+)
 
 T0 = 1_700_000_000.0  # a fixed wall-clock start, so forecasts line up with the run
 
@@ -426,3 +432,17 @@ def test_short_epochs_do_not_flood_the_console(capsys: pytest.CaptureFixture[str
     assert len(run.report.predictions) == 199  # every prediction is kept in the report
     printed = err.count("carbontrack: predicted for")
     assert 2 <= printed <= 4  # first, then at most one per minute of a 200 s run
+
+
+def test_prediction_block_states_interval_level_forecast_and_cleaner_start() -> None:
+    records = epochs_of([3600.0, 3700.0, 3500.0], [600.0, 600.0, 600.0])
+    forecast = hourly([500.0, 400.0, 50.0, 50.0, 50.0, 500.0])
+    p = predict(records, total_epochs=6, g_per_kwh=300.0, pue=1.2, forecast=forecast)
+    text = format_prediction(p, 1.2)
+    assert p.co2eq_g_low is not None
+    assert p.co2eq_g_high is not None
+    assert p.best_start_ts is not None
+    assert f"95% prediction interval: {format_co2(p.co2eq_g_low)} to " in text
+    assert "forecast over the predicted window" in text
+    assert "cleaner start: the whole run started at " in text
+    assert time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(p.best_start_ts)) in text

@@ -43,12 +43,17 @@ def format_duration(seconds: float) -> str:
 def format_energy(joules: float) -> str:
     """Energy in Wh or kWh, whichever reads better."""
     wh = joules / 3600
-    return f"{wh / 1000:.3f} kWh" if wh >= 1000 else f"{wh:.3f} Wh"
+    if wh >= 1000:
+        return f"{wh / 1000:.3f} kWh"
+    # Small runs keep three significant figures instead of printing 0.000.
+    return f"{wh:.3f} Wh" if wh >= 1 or wh == 0 else f"{wh:.3g} Wh"
 
 
 def format_co2(grams: float) -> str:
     """CO2eq in g or kg."""
-    return f"{grams / 1000:.3f} kgCO2eq" if grams >= 1000 else f"{grams:.3f} gCO2eq"
+    if grams >= 1000:
+        return f"{grams / 1000:.3f} kgCO2eq"
+    return f"{grams:.3f} gCO2eq" if grams >= 1 or grams == 0 else f"{grams:.3g} gCO2eq"
 
 
 def _utc(ts: float) -> str:
@@ -108,7 +113,10 @@ def format_report(
     measured when no ``Unavailable`` says so).
     """
     head = "carbontrack: actual" if report.final else "carbontrack: so far"
-    head += " (measured)" if not report.estimated else " (partly ESTIMATED)"
+    if not report.estimated:
+        head += " (measured)"
+    else:
+        head += " (ESTIMATED)" if report.methods == ("model",) else " (partly ESTIMATED)"
     lines = [
         f"{head} {format_duration(report.duration_s)}, "
         f"{format_energy(report.energy_j)} (PUE {report.pue:g} -> "
