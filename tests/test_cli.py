@@ -13,57 +13,14 @@ import select
 import signal
 import subprocess
 import sys
-import textwrap
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from carbontrack import Report, __version__
-from carbontrack.testing.distribution import write_plugin_distribution
-
-SCRIPT = Path(sys.executable).with_name("carbontrack")
-CARBONTRACK = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "carbontrack"]
-WATTS = 25.0
-TIMEOUT = 30
-
-
-def cli_env(
-    tmp_path: Path, *, plugin_source: str | None = None, plugin: bool = True
-) -> dict[str, str]:
-    """The environment of a carbontrack subprocess: the test's isolation, plus the fake plugin.
-
-    Every other installed entry-point plugin is blocked so that no real hardware is read.
-    """
-    env = dict(os.environ)
-    if not plugin:
-        return env
-    root = write_plugin_distribution(tmp_path / "site", watts=WATTS, source=plugin_source)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
-    env.pop("CARBONTRACK_DISABLE_PLUGIN_AUTOLOAD", None)
-    others = {ep.name for ep in metadata.entry_points(group="carbontrack")} - {"fakecpu"}
-    blocked = {*env.get("CARBONTRACK_DISABLE_PLUGINS", "").split(","), *others} - {""}
-    env["CARBONTRACK_DISABLE_PLUGINS"] = ",".join(sorted(blocked))
-    return env
-
-
-def carbontrack(*args: str, env: dict[str, str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CARBONTRACK, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-        **kwargs,
-    )
-
-
-def py(code: str) -> list[str]:
-    """A child command: this Python running ``code``."""
-    return [sys.executable, "-c", textwrap.dedent(code)]
+from cli_helpers import CARBONTRACK, TIMEOUT, WATTS, carbontrack, cli_env, py
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from carbontrack.model import Device, Reading, Unavailable
+from carbontrack.model import Device, Reading, Unavailable, component_of
 
 __all__ = ["BackendView", "DeviceView", "configure_parser", "inspect_devices", "run"]
 
@@ -112,6 +112,7 @@ def inspect_devices(
     host = PluginHost(pm)
     # Every kind, the optional RAM model included: this command shows what *could* be measured.
     settings = make_settings(components=COMPONENTS, write_log=False, verbose=0)
+    default = make_settings()
     backends = host.implementers("carbontrack_discover_devices")
     found: dict[str, list[Device]] = {}
     unavailable: dict[str, list[Unavailable]] = {}
@@ -153,6 +154,8 @@ def inspect_devices(
             power, error = _power(first.get((name, d.id)), second.get((name, d.id)), t1 - t0)
             used = d.method != "model" or d.kind not in measured
             note = "" if used else f"not used: {d.kind} is measured by another backend"
+            if used and not default.wants(d.kind):
+                note = f"used only with --components including {component_of(d.kind)}"
             device_views.append(
                 DeviceView(
                     id=d.id,
@@ -218,7 +221,7 @@ def format_text(views: Sequence[BackendView], window_s: float) -> str:
                 lines.append(f"  {'':<14} {d.detail}")
         for u in v.unavailable:
             lines.append(f"  cannot read {u.kind}: {u.reason}")
-            lines.append(f"    fix: {u.fix}")
+            lines.append("    fix: " + u.fix.replace("\n", "\n         "))
         for f in v.failures:
             lines.append(f"  plugin failed in {f}")
     if not views:
