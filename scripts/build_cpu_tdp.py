@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Regenerate carbontrack's shipped CPU TDP table from CodeCarbon's ``cpu_power.csv``.
 
-The table (``src/carbontrack/backends/data/cpu_tdp.csv``, columns ``name,tdp_w``) is read by
-the ``estimate`` backend. Its source is CodeCarbon's ``codecarbon/data/hardware/cpu_power.csv``
+The table (``src/carbontrack/backends/data/cpu_tdp.csv``, columns ``key,name,tdp_w``, ``key``
+being the name as the backend normalises model strings, sorted) is read by the ``estimate``
+backend. Its source is CodeCarbon's ``codecarbon/data/hardware/cpu_power.csv``
 (MIT licence; rows scraped by CodeCarbon from Intel ARK and AMD's product pages, plus rows it
 lists without a scraper, such as Apple M-series). The input is the PyPI wheel or the CSV itself,
 so the table can be rebuilt on a machine that only reaches a package registry::
@@ -13,7 +14,7 @@ so the table can be rebuilt on a machine that only reaches a package registry::
 What it does: keeps rows whose name starts with ``Intel``, ``AMD`` or ``Apple`` (the others are
 bare model numbers such as ``6234`` that duplicate a prefixed row and could match anything),
 drops TDPs outside (0, 1000] W, keeps the first row of names that are equal after the
-normalisation the backend uses (printing any with a different TDP), sorts by name, and writes
+normalisation the backend uses (printing any with a different TDP), sorts by key, and writes
 the table, ``cpu_tdp_meta.json`` (source, version, input SHA-256, date, licence, counts) and
 ``cpu_tdp.LICENSE`` (the source's MIT notice). It prints what changed against the current table.
 """
@@ -31,7 +32,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 OUT_DIR = Path(__file__).resolve().parent.parent / "src" / "carbontrack" / "backends" / "data"
 TABLE = "cpu_tdp.csv"
 META = "cpu_tdp_meta.json"
@@ -55,13 +56,13 @@ def read_input(path: Path) -> tuple[bytes, str, str | None]:
     return path.read_bytes(), path.name, None
 
 
-def build(data: bytes) -> tuple[list[tuple[str, float]], list[str]]:
+def build(data: bytes) -> tuple[list[tuple[str, str, float]], list[str]]:
     """Rows to ship and notes about what was left out."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
     from carbontrack.backends.estimate import normalise_cpu_name
 
     notes: list[str] = []
-    rows: dict[str, tuple[str, float]] = {}
+    rows: dict[str, tuple[str, str, float]] = {}
     reader = csv.DictReader(io.StringIO(data.decode("utf-8-sig")))
     for row in reader:
         name = " ".join((row.get("Name") or "").split())
@@ -76,12 +77,15 @@ def build(data: bytes) -> tuple[list[tuple[str, float]], list[str]]:
             notes.append(f"implausible TDP: {name!r} {tdp}")
             continue
         key = normalise_cpu_name(name)
-        if key in rows:
-            if rows[key][1] != tdp:
-                notes.append(f"same chip twice: kept {rows[key]!r}, dropped {(name, tdp)!r}")
+        if not key:
             continue
-        rows[key] = (name, tdp)
-    return sorted(rows.values(), key=lambda r: r[0].lower()), notes
+        if key in rows:
+            if rows[key][2] != tdp:
+                kept = rows[key][1:]
+                notes.append(f"same chip twice: kept {kept!r}, dropped {(name, tdp)!r}")
+            continue
+        rows[key] = (key, name, tdp)
+    return sorted(rows.values()), notes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     table = args.out / TABLE
     if table.exists():
         old = {r["name"]: r["tdp_w"] for r in csv.DictReader(table.open(encoding="utf-8"))}
-    new = {name: f"{tdp:g}" for name, tdp in rows}
+    new = {name: f"{tdp:g}" for _key, name, tdp in rows}
     added = sorted(set(new) - set(old))
     removed = sorted(set(old) - set(new))
     changed = sorted(n for n in set(old) & set(new) if old[n] != new[n])
@@ -110,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     with table.open("w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["name", "tdp_w"])
-        writer.writerows([name, f"{tdp:g}"] for name, tdp in rows)
+        writer.writerow(["key", "name", "tdp_w"])
+        writer.writerows([key, name, f"{tdp:g}"] for key, name, tdp in rows)
     meta = {
         "source_name": "CodeCarbon cpu_power.csv: rows from CodeCarbon's scrapers of Intel ARK and "
         "AMD product pages (cpu_dataset_builder/) and rows it lists without one (Apple M-series)",

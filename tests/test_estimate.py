@@ -196,6 +196,14 @@ def test_normalisation_keeps_only_identifying_words(raw: str, normal: str) -> No
     assert normalise_cpu_name(raw) == normal
 
 
+def test_table_keys_are_the_normalised_names() -> None:
+    text = files("carbontrack.backends").joinpath("data", "cpu_tdp.csv").read_text("utf-8")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert len(rows) > 4000
+    assert all(row["key"] == normalise_cpu_name(row["name"]) for row in rows)
+    assert len({row["key"] for row in rows}) == len(rows)
+
+
 def test_table_records_its_source_licence_and_date() -> None:
     data = files("carbontrack.backends").joinpath("data")
     meta = json.loads(data.joinpath("cpu_tdp_meta.json").read_text("utf-8"))

@@ -137,40 +137,28 @@ class TdpMatch:
     how: str  # "exact" (same words in order) or "words" (same words, another order)
 
 
-@attrs.frozen
-class _Table:
-    exact: Mapping[str, tuple[str, float]]
-    by_words: Mapping[frozenset[str], tuple[str, float] | None]  # None: ambiguous
+@functools.cache
+def _table_text() -> str:
+    from importlib.resources import files
 
-
-def _parse_table(text: str) -> _Table:
-    exact: dict[str, tuple[str, float]] = {}
-    by_words: dict[frozenset[str], tuple[str, float] | None] = {}
-    for row in csv.DictReader(io.StringIO(text)):
-        name, tdp = row["name"], float(row["tdp_w"])
-        key = normalise_cpu_name(name)
-        exact.setdefault(key, (name, tdp))
-        words = frozenset(key.split())
-        if words in by_words:
-            known = by_words[words]
-            if known is not None and known[1] != tdp:
-                by_words[words] = None
-        else:
-            by_words[words] = (name, tdp)
-    return _Table(exact, by_words)
+    return files("carbontrack.backends").joinpath("data", _TABLE_FILE).read_text("utf-8")
 
 
 @functools.cache
-def _shipped_table() -> _Table:
-    from importlib.resources import files
-
-    text = files("carbontrack.backends").joinpath("data", _TABLE_FILE).read_text("utf-8")
-    return _parse_table(text)
-
-
 def load_tdp_table() -> Mapping[str, tuple[str, float]]:
     """The shipped table: normalised model name -> (name as listed, TDP in W per socket)."""
-    return _shipped_table().exact
+    rows = csv.DictReader(io.StringIO(_table_text()))
+    return {row["key"]: (row["name"], float(row["tdp_w"])) for row in rows}
+
+
+@functools.cache
+def _by_words() -> Mapping[frozenset[str], tuple[str, float] | None]:
+    found: dict[frozenset[str], tuple[str, float] | None] = {}
+    for key, row in load_tdp_table().items():
+        words = frozenset(key.split())
+        # Two chips with the same words in another order and different TDPs: no answer.
+        found[words] = row if words not in found or found[words] == row else None
+    return found
 
 
 def match_cpu(model: str) -> TdpMatch | None:
@@ -180,14 +168,18 @@ def match_cpu(model: str) -> TdpMatch | None:
     matching: a near miss (``Gold 6248`` vs ``Gold 6248R``) is a different chip, and an unknown
     chip gets the documented per-thread default instead of a neighbour's TDP.
     """
-    table = _shipped_table()
     key = normalise_cpu_name(model)
     if not key:
         return None
-    if key in table.exact:
-        name, tdp = table.exact[key]
-        return TdpMatch(name, tdp, "exact")
-    found = table.by_words.get(frozenset(key.split()))
+    # The table's first column is this normalised key (written by scripts/build_cpu_tdp.py):
+    # one string search finds the row without parsing 4,600 others at the start of a run.
+    text = _table_text()
+    at = text.find("\n" + key + ",")
+    if at >= 0:
+        line = text[at + 1 : text.find("\n", at + 1)]
+        _key, name, tdp = next(csv.reader([line]))
+        return TdpMatch(name, float(tdp), "exact")
+    found = _by_words().get(frozenset(key.split()))
     if found is not None:
         return TdpMatch(found[0], found[1], "words")
     return None
