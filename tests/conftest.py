@@ -6,6 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Shared, noisy machines: a slow example is not a failure; correctness is what is tested.
+settings.register_profile("carbontrack", deadline=None)
+settings.load_profile("carbontrack")
 
 # Real hardware backends are disabled by default so that a test's figures come only from the
 # fakes it sets up; backend tests re-enable theirs (monkeypatch.setenv) with a fake boundary.

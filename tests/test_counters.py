@@ -190,3 +190,25 @@ def test_plugin_raising_while_reading_is_recorded_and_does_not_raise() -> None:
     failures = sampler._host.failures
     assert [(f.plugin, f.hook) for f in failures] == [("fake", "carbontrack_read_energy")]
     assert "fake read error at read 2" in failures[0].error
+
+
+def test_wrap_implying_implausible_power_is_a_reset() -> None:
+    # 100 J in one second on a device never seen above 5 W: a reload, not a wrap.
+    assert counter_delta(950.0, 50.0, 1000.0, max_advance_j=50.0) == (0.0, True)
+    assert counter_delta(990.0, 5.0, 1000.0, max_advance_j=50.0) == (15.0, False)
+
+
+def test_reset_from_above_half_the_range_is_not_counted_as_a_wrap() -> None:
+    clock = FakeClock()
+    wrap = 1000.0
+    hw = FakeHardware(
+        [FakeDevice("pkg", watts=5.0, wrap_j=wrap, start_j=900.0, reset_at={4})], clock=clock
+    )
+    sampler = _sampler(hw, clock)
+    for _ in range(6):
+        sampler.read()
+        clock.advance(1.0)
+    (total,) = sampler.totals()
+    # Five intervals at 5 W; the one ending in the reset counts nothing (not ~100 J of "wrap").
+    assert total.resets == 1
+    assert total.energy_j == pytest.approx(20.0)

@@ -36,24 +36,36 @@ DROP_AFTER_FAILURES = 3
 WRAP_SAFETY = 0.25
 MIN_INTERVAL_S = 0.01
 
+#: A wrap that implies more than this multiple of the highest power seen so far is a reset: a
+#: driver reload from above half the range would otherwise count up to half the range (131 kJ
+#: on a RAPL package) as energy. Ten times leaves room for idle-to-load jumps.
+PLAUSIBLE_POWER_FACTOR = 10.0
+
 #: The timeline (total energy over time, for time-resolved intensity and live status) keeps one
 #: point per this many seconds, at most ``TIMELINE_POINTS``: memory stays flat on long runs.
 TIMELINE_STEP_S = 30.0
 TIMELINE_POINTS = 20_160  # one week at 30 s
 
 
-def counter_delta(previous_j: float, current_j: float, wrap_j: float | None) -> tuple[float, bool]:
+def counter_delta(
+    previous_j: float,
+    current_j: float,
+    wrap_j: float | None,
+    max_advance_j: float | None = None,
+) -> tuple[float, bool]:
     """Energy between two reads of a cumulative counter: ``(joules, was_reset)``.
 
     A counter that went down wrapped when ``wrap_j`` is known and the implied advance is under
-    half the range (the sampler reads often enough for that); otherwise it was reset (driver
+    half the range (the sampler reads often enough for that) and under ``max_advance_j`` (what
+    the device could plausibly have drawn in the interval); otherwise it was reset (driver
     reload, counter cleared) and the interval counts nothing rather than a negative or huge value.
     """
     if current_j >= previous_j:
         return current_j - previous_j, False
     if wrap_j is not None and wrap_j > 0 and previous_j <= wrap_j:
         advance = (wrap_j - previous_j) + current_j
-        if advance <= wrap_j / 2:
+        plausible = max_advance_j is None or advance <= max_advance_j
+        if advance <= wrap_j / 2 and plausible:
             return advance, False
     return 0.0, True
 
@@ -178,7 +190,8 @@ class Sampler:
         if reading.joules is not None:
             state.wrap_j = reading.wrap_j
             if state.last_j is not None:
-                delta, reset = counter_delta(state.last_j, reading.joules, reading.wrap_j)
+                limit = PLAUSIBLE_POWER_FACTOR * state.peak_w * dt if state.peak_w > 0 else None
+                delta, reset = counter_delta(state.last_j, reading.joules, reading.wrap_j, limit)
                 if reset:
                     state.resets += 1
                     self._warn_once(

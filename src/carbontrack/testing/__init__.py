@@ -93,7 +93,9 @@ class FakeDevice:
         if read_number in self.fail_at:
             return Reading(self.id, error=f"fake failure of {self.id} at read {read_number}")
         if read_number in self.reset_at:
+            # A reset clears the hardware counter, offset included (a driver reload).
             self._counter_j = 0.0
+            self.start_j = 0.0
         if self.readings is not None:
             value = self.readings[min(read_number - 1, len(self.readings) - 1)]
             if self.method == "counter":
