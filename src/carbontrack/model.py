@@ -313,6 +313,10 @@ class Report:
         """The latest prediction, if any was made."""
         return self.predictions[-1] if self.predictions else None
 
+    def methodology(self) -> str:
+        """A paragraph for a paper's methods section: what was measured, how, and the caveats."""
+        return _methodology(self)
+
     def to_dict(self) -> dict[str, Any]:
         """Return plain JSON-compatible data; ``Report.from_dict`` rebuilds an equal report."""
         return typing.cast(dict[str, Any], _unstructure(self))
@@ -321,6 +325,65 @@ class Report:
     def from_dict(cls, data: Mapping[str, Any]) -> Report:
         """Rebuild a report from ``to_dict()`` output (after a JSON round trip)."""
         return _structure(cls, data)
+
+
+_METHOD_TEXT = {
+    "counter": "the difference of cumulative hardware energy counters read at the start and end "
+    "of the run and of each epoch (wraps and resets handled)",
+    "power": "instantaneous power sampled every {interval} and integrated with the trapezoid rule",
+    "model": "a model estimate (rated power times utilisation), not a measurement",
+}
+
+
+def _methodology(r: Report) -> str:
+    kwh = r.energy_j / J_PER_KWH
+    parts = [
+        f"Energy use was recorded with carbontrack {r.carbontrack_version or '(unknown version)'} "
+        f"over {r.duration_s:.0f} s" + (f" and {len(r.epochs)} epochs" if r.epochs else "") + "."
+    ]
+    for comp in r.components:
+        members = [d for d in r.devices if component_of(d.kind) == comp.component]
+        backends = ", ".join(sorted({d.backend for d in members}))
+        how = "; ".join(_METHOD_TEXT[m].format(interval="sampling interval") for m in comp.methods)
+        parts.append(
+            f"The {comp.component} figure ({len(members)} device(s), via {backends}) is {how}"
+            + (
+                ", and is partial: some hardware could not be measured for the whole run"
+                if comp.partial
+                else ""
+            )
+            + "."
+        )
+    if not r.components:
+        parts.append("No device could be measured, so no energy figure is available.")
+    parts.append(
+        f"Device energies were summed ({kwh:.6f} kWh) and multiplied by a power usage "
+        f"effectiveness of {r.pue:g} ({r.facility_energy_j / J_PER_KWH:.6f} kWh)."
+    )
+    i = r.intensity
+    where = r.location.region or r.location.country or "an unknown location"
+    year = f", {i.year}" if i.year else ""
+    kind = (
+        "the world average, as the location was not known"
+        if i.is_fallback
+        else f"the value for {where}"
+    )
+    series = ", weighted over time by the energy drawn" if i.points else ""
+    parts.append(
+        f"Emissions ({r.co2eq_g:.3f} gCO2eq) use a carbon intensity of {i.g_per_kwh:.1f} "
+        f"gCO2eq/kWh ({i.basis} basis{year}; {i.source}), {kind}{series}."
+    )
+    if r.estimated:
+        parts.append("Modelled figures carry a larger, unquantified uncertainty than measurements.")
+    p = r.prediction
+    if p is not None and p.level is not None and p.co2eq_g_low is not None:
+        parts.append(
+            f"The prediction after {p.after_epoch} epoch(s) for {p.epochs} epochs was "
+            f"{p.co2eq_g:.3f} gCO2eq with a {p.level:.0%} prediction interval of "
+            f"{p.co2eq_g_low:.3f} to {p.co2eq_g_high:.3f} gCO2eq, assuming epochs like those "
+            "observed (Anthony et al. 2020, with a Student t interval)."
+        )
+    return " ".join(parts)
 
 
 T = TypeVar("T")
