@@ -684,3 +684,16 @@ def test_visible_devices_parse_to_the_valid_prefix_of_the_list(entries: list[str
         bad = stripped[len(parsed)]
         assert not bad.isdigit()
         assert not bad.startswith(("GPU-", "MIG-"))
+
+
+def test_devices_by_pid_that_finds_gpus_ignores_cuda_visible_devices(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The tracked process may see other GPUs than carbontrack's own environment says (the CLI
+    # measures a child): what the process uses wins, and the variable is not even parsed.
+    gpus = three_gpus()
+    gpus[2].processes = [os.getpid()]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")
+    with caplog.at_level(logging.WARNING):
+        assert ids(discover(FakeNVML(gpus), devices_by_pid=True)) == [uuid(C)]
+    assert caplog.text == ""

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import typing
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -406,11 +407,11 @@ def _choose(nvml: Any, gpus: Sequence[_Gpu], settings: Settings, proc_root: Path
             for entry in unmatched
         )
         return _Choice(tuple(chosen), f"gpu_ids={','.join(settings.gpu_ids)}", unavailable)
-    visible = _visible(gpus, os.environ)
     if settings.devices_by_pid:
         chosen, why = _by_process(nvml, gpus, settings.tracked_pid, proc_root)
         if chosen:
             return _Choice(tuple(chosen), f"devices_by_pid (process {settings.tracked_pid})")
+        visible = _visible(gpus, os.environ)
         logger.warning(
             "carbontrack: devices_by_pid found no GPU to measure: %s; measuring the visible "
             "GPUs instead (%s)",
@@ -418,7 +419,7 @@ def _choose(nvml: Any, gpus: Sequence[_Gpu], settings: Settings, proc_root: Path
             visible.how,
         )
         return _Choice(visible.gpus, f"{visible.how}; devices_by_pid found none: {why}")
-    return visible
+    return _visible(gpus, os.environ)
 
 
 # -- hooks ---------------------------------------------------------------------------------
@@ -427,7 +428,11 @@ def _choose(nvml: Any, gpus: Sequence[_Gpu], settings: Settings, proc_root: Path
 def _load_module() -> Any | None:
     name = os.environ.get(MODULE_ENV, "").strip() or "pynvml"
     try:
-        return importlib.import_module(name)
+        with warnings.catch_warnings():
+            # The deprecated ``pynvml`` shim package warns on import; that is not the user's
+            # business while measuring.
+            warnings.simplefilter("ignore", FutureWarning)
+            return importlib.import_module(name)
     except ImportError:
         if name != "pynvml":
             logger.warning(
