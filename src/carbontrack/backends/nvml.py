@@ -466,7 +466,10 @@ def _device(session: _Session, gpu: _Gpu, how: str) -> Device | Unavailable:
     if isinstance(method, Exception):
         code = getattr(method, "value", None)
         if code == _NOT_SUPPORTED:
-            fix = "none: this GPU reports neither energy nor power through NVML"
+            fix = (
+                "NVML cannot measure this GPU; leave it out with gpu_ids or CUDA_VISIBLE_DEVICES "
+                "to silence this"
+            )
         elif code == _NO_PERMISSION:
             fix = "run as a user allowed to query the GPU (check /dev/nvidia* permissions)"
         else:
