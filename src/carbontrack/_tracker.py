@@ -7,6 +7,7 @@ warning and data in the report, never an exception in the user's code.
 from __future__ import annotations
 
 import atexit
+import bisect
 import contextlib
 import functools
 import itertools
@@ -429,21 +430,41 @@ class Tracker:
     def _co2_g(self, energy_j: float) -> float:
         return energy_j * self.settings.pue / J_PER_KWH * self._intensity.g_per_kwh
 
-    def _weighted_co2_g(self, energy_j: float) -> float:
-        """CO2eq of the whole run, each part weighted by the intensity at the time it was drawn."""
-        points = self._intensity.points
+    def _weighted_co2_g(self, energy_j: float, now: float | None = None) -> float:
+        """CO2eq of the whole run, each part weighted by the intensity at the time it was drawn.
+
+        Each timeline step's energy is split across the intensity points it overlaps, in
+        proportion to time (power is taken as constant within a step); the last, partial step
+        runs to ``now``. Time no point covers counts at the window's value.
+        """
+        points = sorted(self._intensity.points, key=lambda p: p.start_ts)
         timeline = list(self._sampler.timeline)
-        if not points or len(timeline) < 2:
+        if not points or not timeline:
             return self._co2_g(energy_j)
+        steps = list(itertools.pairwise(timeline))
+        if now is not None and now > timeline[-1][0]:
+            steps.append((timeline[-1], (now, energy_j)))
+        ends = [p.end_ts for p in points]
         co2 = 0.0
         counted = 0.0
-        for (t0, e0), (t1, e1) in itertools.pairwise(timeline):
-            mid = self._wall_at((t0 + t1) / 2)
-            g = next((p.g_per_kwh for p in points if p.start_ts <= mid < p.end_ts), None)
-            g = self._intensity.g_per_kwh if g is None else g
-            co2 += (e1 - e0) * self.settings.pue / J_PER_KWH * g
-            counted += e1 - e0
-        # Energy after the last timeline point (less than one step) at the window's value.
+        for (t0, e0), (t1, e1) in steps:
+            w0, w1 = self._wall_at(t0), self._wall_at(t1)
+            step_j = e1 - e0
+            counted += step_j
+            if w1 <= w0:
+                co2 += self._co2_g(step_j)
+                continue
+            covered = 0.0
+            i = bisect.bisect_right(ends, w0)
+            while i < len(points) and points[i].start_ts < w1:
+                overlap = min(points[i].end_ts, w1) - max(points[i].start_ts, w0)
+                if overlap > 0:
+                    covered += overlap
+                    share_j = step_j * overlap / (w1 - w0)
+                    co2 += share_j * self.settings.pue / J_PER_KWH * points[i].g_per_kwh
+                i += 1
+            co2 += self._co2_g(step_j * max(0.0, 1.0 - covered / (w1 - w0)))
+        # Energy not on the timeline (a report built before the first step) at the window's value.
         return co2 + self._co2_g(max(energy_j - counted, 0.0))
 
     def _build_report(self, *, final: bool, now: float) -> Report:
@@ -491,7 +512,7 @@ class Tracker:
             energy_j=energy,
             pue=pue,
             facility_energy_j=energy * pue,
-            co2eq_g=self._weighted_co2_g(energy),
+            co2eq_g=self._weighted_co2_g(energy, now),
             intensity=self._intensity,
             location=self._location,
             devices=devices,

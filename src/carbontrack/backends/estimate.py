@@ -624,14 +624,17 @@ class _RamModel:
 
 
 def _installed_memory_bytes(root: Path) -> int:
+    """``MemTotal`` from ``meminfo``, else ``os.sysconf``; ``OSError`` when neither answers."""
     try:
         for line in (root / "meminfo").read_text(encoding="ascii").splitlines():
             if line.startswith("MemTotal:"):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
-    pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
-    return int(pages) * int(size)
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError) as exc:  # no sysconf (Windows)
+        raise OSError(f"installed memory unknown ({root / 'meminfo'} unreadable)") from exc
 
 
 @hookimpl
@@ -668,7 +671,12 @@ def carbontrack_discover_devices(settings: Settings) -> list[Device | Unavailabl
             )
         )
     if settings.wants("ram"):
-        ram = _RamModel(settings)
+        try:
+            ram = _RamModel(settings)
+        except OSError as exc:
+            # Never a silent 0 W: no RAM figure at all, and the reason once.
+            logger.warning("carbontrack: no RAM estimate: %s", exc)
+            return found
         found.append(
             Device(
                 id="ram-model",

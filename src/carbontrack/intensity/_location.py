@@ -46,14 +46,17 @@ EXPECTED = (
 
 def _invalid(code: str, origin: str, matches: list[str]) -> InvalidOption:
     hint = f" Did you mean: {', '.join(matches)}?" if matches else ""
+    name, _, where = origin.partition(" in ")
+    where = f" in {where}" if where else ""
     return InvalidOption(
-        f"{origin}={code!r} is not a known location: expected {EXPECTED}.{hint} "
+        f"{name}={code!r}{where} is not a known location: expected {EXPECTED}.{hint} "
         "Run `carbontrack intensity --location CODE` to check a code."
     )
 
 
 def parse_location(code: str, *, source: str = "setting", origin: str = "location") -> Location:
-    """Turn a user's location code into a ``Location``.
+    """Turn a user's location code into a ``Location``; ``origin`` names where the code came
+    from in error messages (``"location"``, ``"location in <file>"``).
 
     Raises ``InvalidOption`` (a ``ValueError``) naming the code, what is accepted and the
     closest known codes.
@@ -69,7 +72,7 @@ def parse_location(code: str, *, source: str = "setting", origin: str = "locatio
     prefix, dash, suffix = upper.partition("-")
     row = table.get(prefix) if dash and len(prefix) <= 3 else None
     if row is None or not _ZONE_SUFFIX.fullmatch(suffix):
-        matches = table.close_matches(prefix if dash and len(prefix) <= 3 else text)
+        matches = table.close_matches(prefix if dash and len(prefix) <= 3 else text, n=3)
         raise _invalid(code, origin, matches)
     country = row.iso2 or row.iso3
     if country == "DK" and suffix not in _DK_AREAS:
