@@ -45,9 +45,11 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("carbonintensity-gb", "carbontrack.intensity._live:CarbonIntensityGB"),
     ("energidataservice", "carbontrack.intensity._live:EnergiDataService"),
     ("runlog", "carbontrack.writers.runlog:RunLogWriter"),
+    ("csv", "carbontrack.writers.csv:CsvWriter"),
     ("console", "carbontrack.writers.console:ConsoleWriter"),
     ("nvml", "carbontrack.backends.nvml"),
     ("rapl", "carbontrack.backends.rapl"),
+    ("powermetrics", "carbontrack.backends.powermetrics"),
     ("estimate", "carbontrack.backends.estimate"),
 )
 

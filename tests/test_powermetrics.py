@@ -1,0 +1,464 @@
+"""The powermetrics backend against a fake ``powermetrics`` (and ``sudo``) on PATH."""
+
+from __future__ import annotations
+
+import logging
+import os
+import plistlib
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from carbontrack import hookimpl, track
+from carbontrack.backends import powermetrics as pm
+from carbontrack.model import Device, RunInfo, Unavailable
+from carbontrack.settings import make_settings
+from carbontrack.testing.powermetrics import FakePowermetrics, install_fake_powermetrics
+
+INTERVAL_S = 0.05
+FORCE = {"powermetrics": {"force": True}}
+QUIET = {"verbose": 0, "write_log": False, "interval_s": INTERVAL_S, "plugin_options": FORCE}
+WATTS = {"cpu": 6.19287, "gpu": 2.47156, "ane": 0.35}  # the fake's defaults
+LOGGER = "carbontrack.backends.powermetrics"
+
+# The synthetic sample of shared/reference/hardware.md section 3.2, as the stream carries it.
+REFERENCE_SAMPLE = b"""<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
+<plist version="1.0"><dict>
+ <key>is_delta</key><true/>  <key>elapsed_ns</key><integer>1003412500</integer>
+ <key>hw_model</key><string>Mac14,2</string>  <key>timestamp</key><date>2025-03-14T09:26:53Z</date>
+ <key>thermal_pressure</key><string>Nominal</string>
+ <key>processor</key><dict>
+  <key>clusters</key><array><!-- E-Cluster / P-Cluster dicts omitted --></array>
+  <key>cpu_energy</key><integer>6214</integer>  <key>cpu_power</key><real>6192.87</real>
+  <key>gpu_energy</key><integer>2480</integer>  <key>gpu_power</key><real>2471.56</real>
+  <key>ane_energy</key><integer>0</integer>     <key>ane_power</key><real>0</real>
+  <key>combined_power</key><real>8664.43</real>
+ </dict>
+ <key>gpu</key><dict><key>freq_hz</key><real>1398</real><key>idle_ratio</key><real>0.41</real></dict>
+</dict></plist>
+"""
+
+
+class RunWatcher:
+    """A plugin that keeps the devices a run started with."""
+
+    name = "watcher"
+
+    def __init__(self) -> None:
+        self.devices: tuple[Device, ...] = ()
+
+    @hookimpl
+    def carbontrack_run_started(self, run: RunInfo) -> None:
+        self.devices = run.devices
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakePowermetrics]:
+    """The fake on PATH, the backend enabled, and a check that no fake process outlives a test."""
+    fake = install_fake_powermetrics(tmp_path / "bin")
+    monkeypatch.setenv("PATH", fake.path_env)
+    monkeypatch.setenv("CARBONTRACK_DISABLE_PLUGINS", "rapl,nvml,estimate")
+    # Through sudo, as a normal user would run it, even where the tests run as root.
+    monkeypatch.setattr(pm, "_running_as_root", lambda: False)
+    yield fake
+    assert fake.leftover_pids() == []
+
+
+def discover(**options: object) -> list[Device | Unavailable]:
+    return pm.discover(make_settings(**{**QUIET, **options}))
+
+
+def devices_of(found: list[Device | Unavailable]) -> list[Device]:
+    return [d for d in found if isinstance(d, Device)]
+
+
+def session_of(found: list[Device | Unavailable]) -> pm.PowermetricsSession:
+    session = devices_of(found)[0].handle
+    assert isinstance(session, pm.PowermetricsSession)
+    return session
+
+
+def emitted(fake: FakePowermetrics, samples: int, kind: str) -> float:
+    return sum(float(r["joules"].get(kind, 0.0)) for r in fake.samples()[:samples])
+
+
+def plugin_warnings(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == LOGGER and r.levelno == logging.WARNING and text in r.getMessage()
+    ]
+
+
+# -- parsing -----------------------------------------------------------------------------------
+
+
+def test_reference_sample_gives_energy_fields_in_joules() -> None:
+    sample = pm.decode_sample(b"\n" + REFERENCE_SAMPLE + b"\n")
+    assert sample.joules == {"cpu": 6.214, "gpu": 2.48, "ane": 0.0}
+    assert sample.sources == {"cpu": "energy", "gpu": "energy", "ane": "energy"}
+    assert sample.elapsed_s == pytest.approx(1.0034125)
+    assert sample.hw_model == "Mac14,2"
+
+
+def test_power_times_elapsed_when_the_sample_has_no_energy_field() -> None:
+    # The reference's check: 23.7641 mW over 0.50496 s is 12 mJ.
+    doc = {"elapsed_ns": 504_960_000, "processor": {"cpu_power": 23.7641}}
+    sample = pm.parse_sample(doc)
+    assert sample.joules["cpu"] == pytest.approx(0.012, rel=1e-3)
+    assert sample.sources == {"cpu": "power"}
+
+
+@given(
+    mj=st.integers(min_value=0, max_value=10**9),
+    mw=st.floats(min_value=0, max_value=1e6),
+    ns=st.integers(min_value=0, max_value=10**12),
+)
+def test_energy_field_wins_over_power(mj: int, mw: float, ns: int) -> None:
+    doc = {"elapsed_ns": ns, "processor": {"gpu_energy": mj, "gpu_power": mw, "ane_power": mw}}
+    sample = pm.decode_sample(plistlib.dumps(doc))
+    assert sample.joules["gpu"] == mj / 1000
+    assert sample.joules["ane"] == pytest.approx(mw * ns / 1e12)
+    assert "cpu" not in sample.joules
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\x89 not a plist \xff",
+        REFERENCE_SAMPLE[: len(REFERENCE_SAMPLE) // 2],
+        plistlib.dumps(["a", "list"]),
+        plistlib.dumps({"elapsed_ns": 1}),
+        plistlib.dumps({"processor": {"cpu_energy": -5}}),
+        plistlib.dumps({"elapsed_ns": -1, "processor": {}}),
+    ],
+    ids=["garbage", "truncated", "not-a-dict", "no-processor", "negative", "negative-elapsed"],
+)
+def test_garbled_documents_raise_sample_error(raw: bytes) -> None:
+    with pytest.raises(pm.SampleError):
+        pm.decode_sample(raw)
+
+
+def test_command_is_a_fixed_argument_list_through_sudo_n() -> None:
+    argv = pm.command("/usr/bin/powermetrics", 0.25, sudo="/usr/bin/sudo")
+    assert argv == [
+        "/usr/bin/sudo",
+        "-n",
+        "/usr/bin/powermetrics",
+        "-f",
+        "plist",
+        "-s",
+        "cpu_power,gpu_power,ane_power",
+        "-i",
+        "250",
+        "-b",
+        "0",
+    ]
+
+
+# -- discovery and streaming -------------------------------------------------------------------
+
+
+@pytest.mark.skipif(pm._is_apple_silicon(), reason="this machine is an Apple Silicon Mac")
+def test_not_discovered_off_apple_silicon_unless_forced(fake: FakePowermetrics) -> None:
+    assert pm.discover(make_settings(interval_s=INTERVAL_S)) == []
+    assert fake.pids() == []  # nothing was started
+
+
+def test_environment_variable_forces_discovery(
+    fake: FakePowermetrics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(pm.FORCE_ENV, "1")
+    found = pm.discover(make_settings(interval_s=INTERVAL_S))
+    assert [d.id for d in devices_of(found)] == ["cpu", "gpu", "ane"]
+    pm.carbontrack_close_devices(devices_of(found))
+
+
+def test_bad_plugin_options_name_the_value_and_the_fix(fake: FakePowermetrics) -> None:
+    with pytest.raises(TypeError, match=r"plugin_options\['powermetrics'\]='yes'.*'force': True"):
+        discover(plugin_options={"powermetrics": "yes"})
+
+
+def test_one_process_through_sudo_n_with_the_tracker_interval(fake: FakePowermetrics) -> None:
+    found = discover()
+    try:
+        assert fake.invocations("sudo") == [
+            ["-n", str(fake.executable), *pm.command("x", INTERVAL_S, sudo=None)[1:]]
+        ]
+        assert len(fake.invocations("powermetrics")) == 1
+    finally:
+        pm.carbontrack_close_devices(devices_of(found))
+
+
+def test_one_read_returns_the_summed_energy_of_every_sample(fake: FakePowermetrics) -> None:
+    found = discover()
+    devices = devices_of(found)
+    session = session_of(found)
+    assert {(d.id, d.kind, d.method) for d in devices} == {
+        ("cpu", "cpu", "counter"),
+        ("gpu", "gpu", "counter"),
+        ("ane", "ane", "counter"),
+    }
+    assert all("_energy" in d.detail for d in devices)
+    wait_for(lambda: session.samples >= 6)
+    pm.carbontrack_close_devices(devices)
+    readings = pm.carbontrack_read_energy(devices)
+    n = session.samples
+    assert {r.device_id: r.joules for r in readings} == {
+        kind: pytest.approx(emitted(fake, n, kind)) for kind in pm.KINDS
+    }
+    assert emitted(fake, n, "cpu") > 0
+    assert session.skipped == 0
+
+
+def test_power_times_elapsed_where_samples_carry_no_energy(fake: FakePowermetrics) -> None:
+    fake.configure(energy_fields=False)
+    found = discover()
+    devices = devices_of(found)
+    session = session_of(found)
+    assert {d.method for d in devices} == {"power"}
+    assert "cpu_power" in devices[0].detail
+    assert "elapsed_ns" in devices[0].detail
+    wait_for(lambda: session.samples >= 4)
+    pm.carbontrack_close_devices(devices)
+    n = session.samples
+    by_id = {r.device_id: r.joules for r in pm.carbontrack_read_energy(devices)}
+    assert by_id["gpu"] == pytest.approx(emitted(fake, n, "gpu"))
+
+
+def test_documents_written_in_parts_are_not_garbled(fake: FakePowermetrics) -> None:
+    fake.configure(split_writes=True)
+    found = discover()
+    session = session_of(found)
+    wait_for(lambda: session.samples >= 4)
+    pm.carbontrack_close_devices(devices_of(found))
+    assert session.skipped == 0
+
+
+def test_tracked_run_reports_cpu_gpu_and_ane(fake: FakePowermetrics) -> None:
+    with track(**QUIET) as run:
+        time.sleep(1.0)
+    report = run.report
+    by_id = {d.id: d for d in report.devices}
+    assert set(by_id) == {"cpu", "gpu", "ane"}
+    assert {d.backend for d in report.devices} == {"powermetrics"}
+    assert report.methods == ("counter",)
+    assert not report.partial
+    for kind, watts in WATTS.items():
+        # Energy is known at sample edges only: up to one interval off at each end of the run.
+        assert by_id[kind].energy_j / report.duration_s == pytest.approx(watts, rel=0.25)
+
+
+def test_components_choose_the_devices(fake: FakePowermetrics) -> None:
+    found = discover(components="cpu")
+    assert [d.id for d in devices_of(found)] == ["cpu"]
+    pm.carbontrack_close_devices(devices_of(found))
+    assert pm.discover(make_settings(**{**QUIET, "components": "ram"})) == []
+
+
+def test_a_kind_missing_from_the_samples_is_unavailable(fake: FakePowermetrics) -> None:
+    fake.configure(omit=["ane"])
+    found = discover()
+    assert [d.id for d in devices_of(found)] == ["cpu", "gpu"]
+    (missing,) = [u for u in found if isinstance(u, Unavailable)]
+    assert missing.kind == "ane"
+    assert "ane_energy" in missing.reason
+    pm.carbontrack_close_devices(devices_of(found))
+
+
+# -- permission ----------------------------------------------------------------------------------
+
+
+def test_refused_sudo_gives_the_sudoers_line_for_this_user(fake: FakePowermetrics) -> None:
+    import pwd
+
+    fake.configure(sudo="refuse")
+    started = time.monotonic()
+    found = discover()
+    assert time.monotonic() - started < 2.0  # never waits for a password
+    assert [u.kind for u in found if isinstance(u, Unavailable)] == ["cpu", "gpu", "ane"]
+    assert not devices_of(found)
+    unavailable = found[0]
+    assert isinstance(unavailable, Unavailable)
+    user = pwd.getpwuid(os.getuid()).pw_name
+    line = f"{user} ALL=(ALL) NOPASSWD: {fake.executable}"
+    assert f"`{line}`" in unavailable.fix
+    assert "sudo visudo" in unavailable.fix
+    assert f"echo '{line}' | sudo tee -a /etc/sudoers" in unavailable.fix
+    assert "password is required" in unavailable.reason
+    assert fake.invocations("powermetrics") == []
+
+
+def test_refused_sudo_marks_the_run_partial(fake: FakePowermetrics) -> None:
+    fake.configure(sudo="refuse")
+    with track(**QUIET) as run:
+        pass
+    assert run.report.partial
+    assert {u.kind for u in run.report.unavailable} == {"cpu", "gpu", "ane"}
+    assert run.report.devices == ()
+
+
+def test_root_runs_powermetrics_without_sudo(
+    fake: FakePowermetrics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pm, "_running_as_root", lambda: True)
+    fake.configure(require_root=False)  # the test process may not really be root
+    found = discover()
+    pm.carbontrack_close_devices(devices_of(found))
+    assert fake.invocations("sudo") == []
+    assert fake.invocations("powermetrics") == [pm.command("x", INTERVAL_S, sudo=None)[1:]]
+
+
+def test_without_sudo_the_fix_is_to_run_as_root(
+    fake: FakePowermetrics, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    bare = install_fake_powermetrics(tmp_path / "bare", sudo="missing")
+    monkeypatch.setenv("PATH", str(bare.bin_dir))
+    found = discover()
+    assert all(isinstance(u, Unavailable) for u in found)
+    assert "sudo was not found" in found[0].reason  # type: ignore[union-attr]
+    assert "run as root" in found[0].fix  # type: ignore[union-attr]
+
+
+@pytest.mark.skipif(os.path.exists("/usr/bin/powermetrics"), reason="a real powermetrics exists")
+def test_forced_without_powermetrics_says_where_it_looked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    found = discover()
+    assert found
+    assert all(isinstance(u, Unavailable) and "not found" in u.reason for u in found)
+
+
+# -- faults --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("mode", "bad_documents"), [("garbage", 2), ("truncate", 1)])
+def test_bad_documents_are_skipped_with_one_warning(
+    fake: FakePowermetrics, caplog: pytest.LogCaptureFixture, mode: str, bad_documents: int
+) -> None:
+    fake.configure(mode=mode, fault_after=2)
+    found = discover()
+    session = session_of(found)
+    wait_for(lambda: session.samples >= 6)
+    pm.carbontrack_close_devices(devices_of(found))
+    assert session.skipped == bad_documents
+    assert len(plugin_warnings(caplog, "garbled or truncated")) == 1
+    # The good samples around the bad ones all count, the bad ones count nothing.
+    readings = pm.carbontrack_read_energy(devices_of(found))
+    assert readings[0].joules == pytest.approx(emitted(fake, session.samples, "cpu"))
+
+
+def test_document_cut_off_by_exit_is_skipped_and_the_exit_reported(
+    fake: FakePowermetrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.configure(mode="stop-mid-document", fault_after=3)
+    found = discover()
+    devices = devices_of(found)
+    session = session_of(found)
+    wait_for(lambda: pm.carbontrack_read_energy(devices)[0].error is not None)
+    assert session.samples == 3
+    assert session.skipped == 1
+    assert len(plugin_warnings(caplog, "garbled or truncated")) == 1
+    assert len(plugin_warnings(caplog, "exited with status 1")) == 1
+    pm.carbontrack_close_devices(devices)
+
+
+def test_reads_after_an_exit_give_the_last_total_once_then_errors(fake: FakePowermetrics) -> None:
+    fake.configure(mode="exit", fault_after=3)
+    found = discover()
+    devices = devices_of(found)
+    session = session_of(found)
+    wait_for(lambda: session.read().error is not None)
+    # (the read above consumed the one final total; every later read fails, naming the call)
+    errors = pm.carbontrack_read_energy(devices)
+    assert [r.device_id for r in errors] == ["cpu", "gpu", "ane"]
+    assert all(r.error and "powermetrics (pid" in r.error for r in errors)
+    assert "fake failure after 3 samples" in str(errors[0].error)
+    pm.carbontrack_close_devices(devices)
+
+
+def test_dead_subprocess_drops_the_devices_and_the_report_is_partial(
+    fake: FakePowermetrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.configure(mode="exit", fault_after=8)
+    with track(**QUIET) as run:
+        wait_for(lambda: all(d.dropped for d in run.snapshot().devices))
+    report = run.report
+    assert report.partial
+    assert all("exited with status 1" in str(d.dropped) for d in report.devices)
+    assert all(c.partial for c in report.components)
+    assert sum(d.energy_j for d in report.devices) > 0  # what it measured before dying stays
+    assert len(plugin_warnings(caplog, "exited")) == 1
+
+
+def test_hung_subprocess_never_delays_stop(fake: FakePowermetrics) -> None:
+    fake.configure(mode="hang", fault_after=3)
+    seen = RunWatcher()
+    run = track(plugins=[seen], **QUIET).new_tracker().start()
+    wait_for(lambda: any(r.get("hung") for r in fake.records()))
+    (session,) = {id(d.handle): d.handle for d in seen.devices}.values()
+    started = time.perf_counter()
+    session.read()
+    assert time.perf_counter() - started < 0.05  # reads return what was summed, never wait
+    started = time.perf_counter()
+    run.stop()
+    assert time.perf_counter() - started < 1.0
+    assert fake.leftover_pids(wait_s=0.5) == []
+
+
+def test_hung_subprocess_fails_reads_so_its_devices_drop(
+    fake: FakePowermetrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.configure(mode="hang", fault_after=2)
+    with track(**QUIET) as run:
+        wait_for(lambda: all(d.dropped for d in run.snapshot().devices))
+    assert run.report.partial
+    assert all("sent no sample" in str(d.dropped) for d in run.report.devices)
+    assert len(plugin_warnings(caplog, "it hangs")) == 1
+
+
+# -- cleanup -------------------------------------------------------------------------------------
+
+
+def test_close_terminates_and_reaps_the_process(fake: FakePowermetrics) -> None:
+    found = discover()
+    session = session_of(found)
+    proc = session._proc
+    assert proc is not None
+    started = time.perf_counter()
+    pm.carbontrack_close_devices(devices_of(found))
+    pm.carbontrack_close_devices(devices_of(found))  # a second close does nothing
+    assert time.perf_counter() - started < 1.0
+    assert proc.returncode is not None  # reaped, not a zombie
+    assert fake.leftover_pids(wait_s=0.5) == []
+    assert len(fake.pids()) == 2  # sudo and powermetrics were both there
+
+
+def test_no_process_survives_the_interpreter(fake: FakePowermetrics) -> None:
+    script = (
+        "from carbontrack.backends import powermetrics as pm\n"
+        "from carbontrack.settings import make_settings\n"
+        f"found = pm.discover(make_settings(interval_s={INTERVAL_S}))\n"
+        "assert any(d.kind == 'cpu' for d in found), found\n"
+        "# exits without closing the devices\n"
+    )
+    env = {**os.environ, pm.FORCE_ENV: "1"}
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=30)
+    assert fake.pids()
+    assert fake.leftover_pids() == []
