@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from carbontrack import Tracker, UsageError, track, track_epochs
+from carbontrack import Device, Reading, Tracker, UsageError, hookimpl, track, track_epochs
 from carbontrack.model import J_PER_KWH
 from carbontrack.testing import FakeDevice, FakeHardware
 from carbontrack.writers.runlog import read_run_log
@@ -341,3 +341,37 @@ def test_forked_child_has_no_running_sampler() -> None:
         assert run.running  # the parent keeps measuring
     assert answer == "ok"
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_ram_model_is_dropped_where_dram_is_measured() -> None:
+    rapl = FakeHardware([FakeDevice("dram-0", kind="dram", watts=5.0)], name="meter")
+    model = FakeHardware([FakeDevice("ram-model", kind="ram", method="model", watts=9.0)], name="m")
+    with track(plugins=[model, rapl], components="all,ram", **QUIET) as run:
+        pass
+    assert [d.id for d in run.report.devices] == ["dram-0"]
+
+
+def test_device_detail_reaches_the_report() -> None:
+    class Estimator:
+        name = "estimator"
+
+        @hookimpl
+        def carbontrack_discover_devices(self) -> list[Device]:
+            return [
+                Device(
+                    id="cpu",
+                    kind="cpu",
+                    name="CPU model",
+                    backend="estimator",
+                    method="model",
+                    detail="no readable counter; fix: sudo chmod +r ...",
+                )
+            ]
+
+        @hookimpl
+        def carbontrack_read_energy(self) -> list[Reading]:
+            return [Reading("cpu", watts=20.0)]
+
+    with track(plugins=[Estimator()], **QUIET) as run:
+        pass
+    assert run.report.devices[0].detail == "no readable counter; fix: sudo chmod +r ..."

@@ -51,6 +51,10 @@ R = TypeVar("R")
 
 _NEW, _RUNNING, _STOPPED = "new", "running", "stopped"
 
+# Measured kinds that cover what a model of another kind estimates: RAPL's ``dram`` zones
+# measure the memory that the ``ram`` model would estimate, so both would count it twice.
+_MEASURED_BY = {"ram": frozenset({"ram", "dram"})}
+
 
 class Tracker:
     """One measured run. Made by ``track()``; use ``start()``/``stop()`` or ``with``.
@@ -168,7 +172,12 @@ class Tracker:
         # so plugin order can never put an estimate beside (and on top of) a measurement.
         measured = {d.kind for devs in devices.values() for d in devs if d.method != "model"}
         for plugin in list(devices):
-            kept = [d for d in devices[plugin] if d.method != "model" or d.kind not in measured]
+            kept = [
+                d
+                for d in devices[plugin]
+                if d.method != "model"
+                or not _MEASURED_BY.get(d.kind, frozenset({d.kind})) & measured
+            ]
             if kept:
                 devices[plugin] = kept
             else:
@@ -480,6 +489,7 @@ class Tracker:
                 shared=t.device.shared,
                 resets=t.resets,
                 dropped=t.dropped,
+                detail=t.device.detail,
             )
             for t in totals
         )
@@ -532,10 +542,16 @@ class Tracker:
         if now - self._last_checkpoint < self.settings.checkpoint_s:
             return
         self._last_checkpoint = now
-        with self._lock:
+        # Never wait for the caller's thread: it may hold the lock while stop() joins this
+        # thread, and a checkpoint can just as well be taken on the next tick.
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
             if self._state != _RUNNING:
                 return
             report = self._build_report(final=False, now=now)
+        finally:
+            self._lock.release()
         self._host.broadcast("carbontrack_checkpoint", report=report, settings=self.settings)
 
     def _warn(self, message: str) -> None:

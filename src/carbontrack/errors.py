@@ -9,6 +9,7 @@ __all__ = [
     "BudgetExceeded",
     "CarbontrackError",
     "InvalidOption",
+    "InvalidOptionType",
     "PluginLoadError",
     "UsageError",
 ]
@@ -20,6 +21,10 @@ class CarbontrackError(Exception):
 
 class InvalidOption(CarbontrackError, ValueError):
     """An option has a value outside what it allows (raised before any work starts)."""
+
+
+class InvalidOptionType(InvalidOption, TypeError):
+    """An option has a value of the wrong type (both a ``ValueError`` and a ``TypeError``)."""
 
 
 class UsageError(CarbontrackError, RuntimeError):

@@ -181,6 +181,7 @@ class DeviceEnergy:
     shared: bool = False
     resets: int = 0
     dropped: str | None = None
+    detail: str = ""
 
 
 @attrs.frozen

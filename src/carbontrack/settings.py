@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from carbontrack.errors import InvalidOption
+from carbontrack.errors import InvalidOption, InvalidOptionType
 
 __all__ = [
     "ALL_COMPONENTS",
@@ -52,9 +52,9 @@ def _fail(option: str, value: object, expected: str, fix: str = "") -> InvalidOp
 def _check_type(option: str, value: object, types: type | tuple[type, ...], expected: str) -> None:
     # bool is an int subclass; ``epochs=True`` is a mistake, not one epoch.
     if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
-        raise TypeError(f"{option}={value!r} is not valid: expected {expected}, got a bool")
+        raise InvalidOptionType(f"{option}={value!r} is not valid: expected {expected}, got a bool")
     if not isinstance(value, types):
-        raise TypeError(
+        raise InvalidOptionType(
             f"{option}={value!r} is not valid: expected {expected}, got {type(value).__name__}"
         )
 
