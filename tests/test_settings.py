@@ -27,6 +27,7 @@ from carbontrack.settings import ALL_COMPONENTS, make_settings, parse_components
         ({"monitor_epochs": 0}, "monitor_epochs=0"),
         ({"attribution": "user"}, "'machine', 'process'"),
         ({"cpu_tdp_w": 0}, "cpu_tdp_w=0"),
+        ({"cpu_tdp_w": "95"}, "cpu_tdp_w='95'"),  # not a positive number: a ValueError too
         ({"budget_co2eq_g": -1.0}, "budget_co2eq_g=-1.0"),
         ({"on_budget": "panic"}, "on_budget='panic'"),
         ({"location": ""}, "location=''"),
