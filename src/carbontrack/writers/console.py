@@ -5,6 +5,7 @@ Silenced with ``verbose=0``. Every figure says whether it was measured or estima
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Mapping
@@ -22,7 +23,10 @@ __all__ = [
     "format_energy",
     "format_prediction",
     "format_report",
+    "show_equivalents",
 ]
+
+logger = logging.getLogger(__name__)
 
 _METHOD_WORDS = {
     "counter": "measured (energy counter)",
@@ -60,9 +64,10 @@ def _utc(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
 
 
-def format_prediction(p: Prediction, pue: float = 1.0) -> str:
+def format_prediction(p: Prediction, pue: float = 1.0, *, equivalents: bool = True) -> str:
     """The prediction block printed after an epoch: time, energy, CO2eq with its interval,
-    the intensity used, equivalents and, with a forecast, the cleanest start time."""
+    the intensity used, equivalents (unless ``equivalents=False``) and, with a forecast, the
+    cleanest start time."""
     lines = [
         f"carbontrack: predicted for all {p.epochs} epochs (after {p.after_epoch}; mean of "
         f"{p.epochs_in_mean} epoch(s)):",
@@ -91,7 +96,8 @@ def format_prediction(p: Prediction, pue: float = 1.0) -> str:
         )
     else:
         lines.append("  interval: needs 2 epochs in the mean (a point estimate for now)")
-    lines.append(f"  that is about {format_equivalents(p.co2eq_g)}")
+    if equivalents:
+        lines.append(f"  that is about {format_equivalents(p.co2eq_g)}")
     if p.best_start_ts is not None and p.best_start_saving_g is not None:
         if p.best_start_saving_g > 0:
             lines.append(
@@ -104,7 +110,11 @@ def format_prediction(p: Prediction, pue: float = 1.0) -> str:
 
 
 def format_report(
-    report: Report, log_path: str | None = None, details: Mapping[str, str] | None = None
+    report: Report,
+    log_path: str | None = None,
+    details: Mapping[str, str] | None = None,
+    *,
+    equivalents: bool = True,
 ) -> str:
     """The final summary: totals, each component with its method, intensity and what to fix.
 
@@ -144,7 +154,8 @@ def format_report(
             f"  epochs {len(report.epochs)}"
             + (f" of {report.epochs_planned}" if report.epochs_planned else "")
         )
-    lines.append(f"  that is about {format_equivalents(report.co2eq_g)}")
+    if equivalents:
+        lines.append(f"  that is about {format_equivalents(report.co2eq_g)}")
     # The first prediction is the one the user acted on; the latest is the best informed.
     for p in dict.fromkeys(report.predictions[:1] + report.predictions[-1:]):
         lines.append(_prediction_check(p, report))
@@ -172,6 +183,22 @@ def _prediction_check(p: Prediction, report: Report) -> str:
         inside = p.co2eq_g_low <= epochs_g <= p.co2eq_g_high
         text += f" ({'inside' if inside else 'outside'} the {p.level:.0%} interval)"
     return text
+
+
+def show_equivalents(settings: Settings) -> bool:
+    """``plugin_options["console"]["equivalents"]`` (default true): print "that is about ...
+    km by car" lines. ``carbontrack.compat`` sets it from carbontracker's ``interpretable``."""
+    options = settings.plugin_options.get("console") or {}
+    value = options.get("equivalents", True) if isinstance(options, Mapping) else True
+    if not isinstance(value, bool):
+        # Raising here would lose the whole summary at the end of a run; say so and print it.
+        logger.warning(
+            "plugin_options['console']['equivalents']=%r is not valid: expected True or False "
+            "(False leaves out the 'that is about ...' lines); printing them",
+            value,
+        )
+        return True
+    return value
 
 
 class ConsoleWriter:
@@ -212,7 +239,9 @@ class ConsoleWriter:
         if last is not None and now - last < self.PREDICTION_EVERY_S:
             return
         self._printed_at[run.run_id] = now
-        self._print(format_prediction(prediction, settings.pue))
+        self._print(
+            format_prediction(prediction, settings.pue, equivalents=show_equivalents(settings))
+        )
 
     @hookimpl
     def carbontrack_report_ready(self, report: Report, settings: Settings) -> None:
@@ -223,4 +252,5 @@ class ConsoleWriter:
         log = None
         if settings.write_log:
             log = str(run_log_path(settings, report.run_id, report.started_at))
-        self._print(format_report(report, log, self._details.pop(report.run_id, None)))
+        details = self._details.pop(report.run_id, None)
+        self._print(format_report(report, log, details, equivalents=show_equivalents(settings)))
