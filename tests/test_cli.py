@@ -68,20 +68,7 @@ def test_no_command_prints_help_and_exits_2(env: dict[str, str]) -> None:
     assert "carbontrack run -- python train.py" in done.stderr
 
 
-def present_commands() -> list[str]:
-    import importlib.util
-
-    commands = ["run", "devices", "plugins"]
-    for name, module in (
-        ("report", "carbontrack._report_cmd"),
-        ("intensity", "carbontrack._intensity_cmd"),
-    ):
-        if importlib.util.find_spec(module) is not None:
-            commands.append(name)
-    return commands
-
-
-@pytest.mark.parametrize("command", present_commands())
+@pytest.mark.parametrize("command", ["run", "devices", "plugins", "report", "intensity"])
 def test_every_command_has_help_with_examples(env: dict[str, str], command: str) -> None:
     top = carbontrack("--help", env=env)
     assert top.returncode == 0
@@ -242,7 +229,7 @@ def test_child_pid_is_the_tracked_pid(env: dict[str, str]) -> None:
 COUNT_SIGNALS = """
 import signal, sys, time
 seen = []
-for s in (signal.SIGINT, signal.SIGTERM):
+for s in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP):
     signal.signal(s, lambda signum, frame: seen.append(signal.Signals(signum).name))
 print("ready", flush=True)
 deadline = time.monotonic() + 20
@@ -268,7 +255,7 @@ def start_and_wait_ready(args: list[str], env: dict[str, str]) -> subprocess.Pop
     return proc
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP])
 def test_signal_is_forwarded_once_and_the_child_decides(
     env: dict[str, str], sig: signal.Signals
 ) -> None:
@@ -536,3 +523,37 @@ def test_plugins_json(env: dict[str, str]) -> None:
         "blocked": False,
     }
     assert plugins["nvml"]["blocked"] is True
+
+
+# -- report and intensity (their own modules, wired here) ---------------------------------------
+
+
+def test_report_reads_the_log_that_run_wrote(env: dict[str, str]) -> None:
+    done = carbontrack("run", "-q", "--json", "--", "sleep", "0.3", env=env)
+    measured = json.loads(done.stdout)
+    report = carbontrack("report", "--json", env=env)
+    assert report.returncode == 0, report.stderr
+    [summary] = json.loads(report.stdout)["runs"]
+    assert summary["run_id"] == measured["run_id"]
+    assert summary["energy_kwh"] * 3.6e6 == pytest.approx(measured["energy_j"])
+
+
+def test_report_without_logs_exits_1(env: dict[str, str]) -> None:
+    done = carbontrack("report", env=env)
+    assert done.returncode == 1
+    assert "no runs in" in done.stderr
+
+
+def test_intensity_for_a_location(env: dict[str, str]) -> None:
+    done = carbontrack("intensity", "--location", "DK", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["location"]["country"] == "DK"
+    assert data["intensity"]["g_per_kwh"] > 0
+    assert data["intensity"]["source"]
+
+
+def test_intensity_with_an_unknown_location_exits_2(env: dict[str, str]) -> None:
+    done = carbontrack("intensity", "--location", "Atlantis", env=env)
+    assert done.returncode == 2
+    assert "Atlantis" in done.stderr

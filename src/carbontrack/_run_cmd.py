@@ -262,12 +262,18 @@ class _Child:
         return 128 - code if code < 0 else code
 
 
-def _terminal_signalled_us() -> bool:
-    """Whether a SIGINT now most likely came from our terminal's Ctrl-C.
+def _terminal_signalled_us(child_pid: int) -> bool:
+    """Whether a SIGINT, SIGQUIT or SIGHUP now most likely came from our terminal.
 
-    The terminal sends it to the whole foreground process group, the child included; forwarding
-    it as well would make the child see two interrupts (and give up its graceful shutdown).
+    The terminal sends those to the whole foreground process group, the child included when it
+    stayed in ours; forwarding them as well would make the child see two interrupts (and give
+    up its graceful shutdown).
     """
+    try:
+        if os.getpgid(child_pid) != os.getpgrp():
+            return False  # the child left our group: the terminal's signal did not reach it
+    except OSError:
+        return False
     try:
         fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY)
     except OSError:
@@ -283,20 +289,25 @@ def _terminal_signalled_us() -> bool:
 class _Forwarder:
     """Signal handlers for the duration of the child: the child decides what a signal means."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    #: Forwarded to the child; carbontrack itself stays to write the report. SIGQUIT
+    #: (Ctrl-backslash) and SIGHUP (terminal closed) would otherwise end carbontrack first.
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP)
+    FROM_TERMINAL = (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP)
 
     def __init__(self, child: _Child) -> None:
         self._child = child
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
-        if signum == signal.SIGINT and _terminal_signalled_us():
-            return  # the child got this Ctrl-C from the terminal itself
+        if signum in self.FROM_TERMINAL and _terminal_signalled_us(self._child.pid):
+            return  # the child got this one from the terminal itself
         self._child.send_signal(signum)
 
     def __enter__(self) -> _Forwarder:
         for s in self.SIGNALS:
-            self._previous[s] = signal.signal(s, self._handle)
+            # An ignored signal (nohup, a background job) stays ignored, as it is for the child.
+            if signal.getsignal(s) is not signal.SIG_IGN:
+                self._previous[s] = signal.signal(s, self._handle)
         return self
 
     def __exit__(self, *exc_info: object) -> None:

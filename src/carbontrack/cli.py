@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import json
 import logging
 import sys
@@ -144,9 +143,6 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.set_defaults(handler=_plugins)
 
     for name, module_name, help_text, epilog in _MODULE_COMMANDS:
-        # Built separately; a command whose module is not part of this install is left out.
-        if importlib.util.find_spec(module_name) is None:
-            continue
         module = importlib.import_module(module_name)
         p = _sub(sub, name, help=help_text, epilog=epilog, common=common)
         module.configure_parser(p)
@@ -242,9 +238,10 @@ def _prepare_argv(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``carbontrack`` console script; returns the exit code."""
-    from carbontrack import _run_cmd
-
     raw = list(sys.argv[1:] if argv is None else argv)
+    if raw == ["--version"]:  # answered before the parser imports every command's module
+        print(f"carbontrack {__version__}")
+        return 0
     own, child = _prepare_argv(raw)
     parser = build_parser()
     args = parser.parse_args(own)
@@ -255,6 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.verbosity = 0 if args.quiet else 1 + args.verbose
     configure_logging(args.verbosity)
     if args.command == "run":
+        from carbontrack import _run_cmd
+
         if child is not None:
             # A command named before the `--` owns that `--` too: `run python -- x`.
             args.cmd = [*args.cmd, "--", *child] if args.cmd else child
