@@ -75,20 +75,21 @@ class FakeIntensityServer:
         self.now = now
         self.hang_s = hang_s
         self.requests: list[RecordedRequest] = []
-        self._failures: list[str] = []
+        self._failures: list[tuple[str, str | None]] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     # -- control ---------------------------------------------------------------------------
 
-    def fail(self, kind: str, times: int = 1) -> None:
-        """Answer the next ``times`` requests with the failure ``kind``."""
+    def fail(self, kind: str, times: int = 1, *, path: str | None = None) -> None:
+        """Answer the next ``times`` requests (only those whose path ends with ``path``, when
+        given) with the failure ``kind``."""
         known = ("401", "403", "429", "500", "malformed", "timeout", "null")
         if kind not in known:
             raise ValueError(f"fail({kind!r}): expected one of {', '.join(known)}")
         with self._lock:
-            self._failures.extend([kind] * times)
+            self._failures.extend([(kind, path)] * times)
 
     @property
     def url(self) -> str:
@@ -127,8 +128,12 @@ class FakeIntensityServer:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
+        server = self._server
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name=f"fake-{self.provider}", daemon=True
+            # A short poll keeps stop() quick (the default waits up to half a second).
+            target=lambda: server.serve_forever(poll_interval=0.02),
+            name=f"fake-{self.provider}",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -154,12 +159,17 @@ class FakeIntensityServer:
         headers = {k.lower(): v for k, v in handler.headers.items()}
         with self._lock:
             self.requests.append(RecordedRequest(parsed.path, query, headers))
-            failure = self._failures.pop(0) if self._failures else None
+            failure = None
+            for i, (kind, only) in enumerate(self._failures):
+                if only is None or parsed.path.endswith(only):
+                    failure = kind
+                    del self._failures[i]
+                    break
         if failure == "timeout":
             time.sleep(self.hang_s)
         try:
             if failure in ("401", "403", "429", "500"):
-                status = int(str(failure))
+                status = int(failure)
                 answer: Answer = (status, self.error_bodies.get(status, {"error": "error"}))
             else:
                 answer = self.answer(parsed.path, query, headers, null=failure == "null")
@@ -276,6 +286,11 @@ def _gb_parse(text: str) -> float:
     return dt.datetime.strptime(text, _GB_FMT).replace(tzinfo=UTC).timestamp()
 
 
+def _gb_forward(start: float) -> float:
+    # fw48h: 96 half-hours from the one holding ``start``.
+    return math.floor(start / 1800) * 1800.0 + 48 * 3600.0
+
+
 class FakeCarbonIntensityGB(FakeIntensityServer):
     """The GB Carbon Intensity API: ``/intensity``, ``/intensity/{from}/{to}``,
     ``/intensity/{from}/fw48h``, ``/regional/postcode/{pc}`` (``data`` is a list) and
@@ -346,14 +361,14 @@ class FakeCarbonIntensityGB(FakeIntensityServer):
                 return 200, {"data": self._items(now, now, regional=False, null=null)}
             if len(parts) == 3 and parts[0] == "intensity":
                 start = _gb_parse(parts[1])
-                end = start + 48 * 3600 if parts[2] == "fw48h" else _gb_parse(parts[2])
+                end = _gb_forward(start) if parts[2] == "fw48h" else _gb_parse(parts[2])
                 return 200, {"data": self._items(start, end, regional=False, null=null)}
             if len(parts) == 3 and parts[:2] == ["regional", "postcode"]:
                 region = self._region(parts[2], self._items(now, now, regional=True, null=null))
                 return (200, {"data": [region]}) if region else bad_postcode
             if len(parts) == 6 and parts[0] == "regional" and parts[4] == "postcode":
                 start = _gb_parse(parts[2])
-                end = start + 48 * 3600 if parts[3] == "fw48h" else _gb_parse(parts[3])
+                end = _gb_forward(start) if parts[3] == "fw48h" else _gb_parse(parts[3])
                 items = self._items(start, end, regional=True, null=null)
                 region = self._region(parts[5], items)
                 return (200, {"data": region}) if region else bad_postcode
