@@ -8,6 +8,7 @@ import plistlib
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -73,6 +74,7 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakePowerm
     fake = install_fake_powermetrics(tmp_path / "bin")
     monkeypatch.setenv("PATH", fake.path_env)
     monkeypatch.setenv("CARBONTRACK_DISABLE_PLUGINS", "rapl,nvml,estimate")
+    monkeypatch.delenv(pm.FORCE_ENV, raising=False)
     # Through sudo, as a normal user would run it, even where the tests run as root.
     monkeypatch.setattr(pm, "_running_as_root", lambda: False)
     yield fake
@@ -462,3 +464,21 @@ def test_no_process_survives_the_interpreter(fake: FakePowermetrics) -> None:
     subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=30)
     assert fake.pids()
     assert fake.leftover_pids() == []
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_leaves_the_parents_process_alone(fake: FakePowermetrics) -> None:
+    found = discover()
+    session = session_of(found)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads (3.12+)
+        pid = os.fork()
+    if pid == 0:  # the child closes its copy of the devices, as its exit handlers would
+        try:
+            pm.carbontrack_close_devices(devices_of(found))
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    before = session.samples
+    wait_for(lambda: session.samples >= before + 2)  # still streaming to the parent
+    pm.carbontrack_close_devices(devices_of(found))
