@@ -213,6 +213,22 @@ def test_devices_command_lists_plugin_devices_beside_builtin_ones(
     assert backends["hwmon"]["devices"] == []  # amd_energy and amdgpu are measured elsewhere
 
 
+def test_devices_command_lists_grace_from_hwmon_beside_the_nvml_gpu(
+    grace_hopper: Machine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from carbontrack.cli import main
+
+    assert main(["devices", "--json", "--window", "0.01"]) == 0
+    backends = {b["name"]: b for b in json.loads(capsys.readouterr().out)["backends"]}
+    (grace,) = backends["hwmon"]["devices"]
+    assert (grace["name"], grace["method"], grace["power_w"]) == (
+        "power_meter Grace Power Socket 0",
+        "power",
+        250.0,
+    )
+    assert [d["kind"] for d in backends["nvml"]["devices"]] == ["gpu"]
+
+
 # -- isolation --------------------------------------------------------------------------------
 
 
