@@ -14,7 +14,7 @@ from carbontrack.compat import CarbonTracker
 from carbontrack.equivalents import EQUIVALENTS
 from carbontrack.testing import FakeDevice, FakeHardware
 
-EQUIVALENTS_LINE = "that is about"
+EQUIVALENTS_LINE = "\n  that is about "
 
 
 def _hw() -> FakeHardware:

@@ -194,7 +194,7 @@ def show_equivalents(settings: Settings) -> bool:
         # Raising here would lose the whole summary at the end of a run; say so and print it.
         logger.warning(
             "plugin_options['console']['equivalents']=%r is not valid: expected True or False "
-            "(False leaves out the 'that is about ...' lines); printing them",
+            "(False leaves out the equivalents); printing them",
             value,
         )
         return True
