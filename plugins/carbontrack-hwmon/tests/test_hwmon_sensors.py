@@ -91,6 +91,15 @@ def test_system_takes_every_psu_input_and_nothing_inside_it(
     assert [read(d).watts for d in found] == [450.0, 430.0]
 
 
+@pytest.mark.parametrize("driver", ["ibm-cffps", "ibm_cffps"])
+def test_psu_drivers_are_known_by_either_spelling_of_their_name(
+    tree: FakeHwmonTree, driver: str
+) -> None:
+    tree.add_chip(driver).power(1, 300.0, label="pin", average=False)
+    found = devices(plugin_options={"hwmon": {"include": ["system"]}})
+    assert [(d.name, read(d).watts) for d in found] == [(f"{driver} pin", 300.0)]
+
+
 def test_system_without_psus_takes_the_acpi_platform_meter(tree: FakeHwmonTree) -> None:
     tree.add_grace(sockets=1)
     tree.add_chip("power_meter").power(1, 900.0)

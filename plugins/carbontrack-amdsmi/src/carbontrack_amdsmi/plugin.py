@@ -23,6 +23,7 @@ __all__ = [
     "DRIVER_ENV",
     "MODULE_ENV",
     "AmdSmiPlugin",
+    "Gpu",
     "visible_gpus",
 ]
 

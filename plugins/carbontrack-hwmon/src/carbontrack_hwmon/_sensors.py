@@ -41,10 +41,10 @@ INCLUDE_ENV = "CARBONTRACK_HWMON_INCLUDE"
 POWERCAP_ENV = "CARBONTRACK_POWERCAP_ROOT"
 DEFAULT_POWERCAP_ROOT = "/sys/class/powercap"
 
-#: Power-supply drivers (PMBus family) whose ``pin`` sensor is the PSU's input power.
-PSU_DRIVERS = frozenset(
-    {"pmbus", "dps920ab", "ibm-cffps", "fsp-3y", "bel-pfe", "ipsps", "acbel-fsg032", "inspur-ipsps"}
-)
+_PSU_NAMES = ("pmbus", "dps920ab", "ibm-cffps", "fsp-3y", "bel-pfe", "ipsps", "acbel-fsg032")
+#: Power-supply drivers (PMBus family) whose ``pin`` sensor is the PSU's input power; newer
+#: kernels write hwmon names with ``_`` where the driver's name has ``-``, so both are listed.
+PSU_DRIVERS = frozenset(n for name in _PSU_NAMES for n in (name, name.replace("-", "_")))
 
 _ATTR = re.compile(r"^(energy|power)(\d+)_(input|average)$")
 _GRACE = re.compile(r"^(Module|Grace|CPU|SysIO) Power Socket (\d+)$")
