@@ -482,3 +482,14 @@ def test_a_forked_child_leaves_the_parents_process_alone(fake: FakePowermetrics)
     before = session.samples
     wait_for(lambda: session.samples >= before + 2)  # still streaming to the parent
     pm.carbontrack_close_devices(devices_of(found))
+
+
+def test_an_executable_that_cannot_start_is_unavailable(
+    fake: FakePowermetrics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pm, "_running_as_root", lambda: True)
+    script = fake.executable.read_text().split("\n", 1)[1]
+    fake.executable.write_text("#!/nonexistent/interpreter\n" + script)
+    found = discover()
+    assert [u.kind for u in found if isinstance(u, Unavailable)] == ["cpu", "gpu", "ane"]
+    assert all(f"could not start {fake.executable}" in u.reason for u in found)  # type: ignore[union-attr]

@@ -262,14 +262,18 @@ class PowermetricsSession:
 
         # Lives as long as the session: close() closes it.
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
-        self._proc = subprocess.Popen(
-            self.argv,
-            stdin=subprocess.DEVNULL,  # sudo -n never prompts anyway; nothing else may either
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,  # a file never fills up and blocks the process, a pipe could
-            start_new_session=True,  # its own group: killed as one, spared the user's Ctrl-C
-            close_fds=True,
-        )
+        try:
+            self._proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,  # sudo -n never prompts anyway; nothing else may either
+                stdout=subprocess.PIPE,
+                stderr=self._stderr,  # a file never fills up and blocks the process, a pipe could
+                start_new_session=True,  # its own group: killed as one, spared the user's Ctrl-C
+                close_fds=True,
+            )
+        except OSError:
+            self._stderr.close()
+            raise
         self._last_sample_t = time.monotonic()
         self._finalizer = weakref.finalize(self, _stop_process, self._proc, os.getpid(), self._stop)
         self._reader = threading.Thread(
