@@ -378,6 +378,18 @@ def test_measuring_errors_never_change_the_exit_code(tmp_path: Path, source: str
     assert "Traceback" not in done.stderr
 
 
+def test_an_unusable_log_dir_never_changes_the_exit_code(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    done = carbontrack("run", "--log-dir", str(not_a_dir), "--json", "--", "false", env=env)
+    assert done.returncode == 1
+    report = check_report_schema(json.loads(done.stdout))
+    assert {f.plugin for f in report.failures} == {"runlog"}
+    assert "Traceback" not in done.stderr
+
+
 def test_a_plugin_that_cannot_load_stops_before_the_command(tmp_path: Path) -> None:
     env = cli_env(tmp_path, plugin_source="raise ImportError('vendor library missing')\n")
     marker = tmp_path / "ran"
@@ -557,3 +569,27 @@ def test_intensity_with_an_unknown_location_exits_2(env: dict[str, str]) -> None
     done = carbontrack("intensity", "--location", "Atlantis", env=env)
     assert done.returncode == 2
     assert "Atlantis" in done.stderr
+
+
+def test_process_attribution_follows_the_command(tmp_path: Path) -> None:
+    # The estimate backend with attribution="process" counts the tracked process tree's CPU
+    # time: the command's, not carbontrack's own, so a busy command draws and an idle one not.
+    env = cli_env(tmp_path, plugin=False)
+    env["CARBONTRACK_DISABLE_PLUGINS"] = "rapl,nvml,powermetrics"
+    busy = py(
+        """
+        import time
+        end = time.process_time() + 1.0
+        while time.process_time() < end:
+            pass
+        """
+    )
+    energy = {}
+    for name, cmd in (("busy", busy), ("idle", ["sleep", "1"])):
+        done = carbontrack("run", "-q", "--attribution", "process", "--json", "--", *cmd, env=env)
+        assert done.returncode == 0, done.stderr
+        report = check_report_schema(json.loads(done.stdout))
+        assert report.methods == ("model",)
+        energy[name] = report.energy_j
+    assert energy["busy"] > 0
+    assert energy["idle"] < energy["busy"] / 10

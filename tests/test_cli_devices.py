@@ -267,3 +267,26 @@ def test_devices_rejects_a_bad_window(tmp_path: Path, window: str) -> None:
     done = carbontrack("devices", "--window", window, env=cli_env(tmp_path, plugin=False))
     assert done.returncode == 2
     assert "--window" in done.stderr
+
+
+# -- powermetrics (Apple Silicon) ------------------------------------------------------------
+
+
+def test_devices_lists_apple_silicon_through_a_fake_powermetrics(tmp_path: Path) -> None:
+    from carbontrack.backends import powermetrics
+    from carbontrack.testing.powermetrics import install_fake_powermetrics
+
+    fake = install_fake_powermetrics(tmp_path / "bin", cpu_w=6.0, gpu_w=2.5, ane_w=0.4)
+    env = only(cli_env(tmp_path, plugin=False), "powermetrics")
+    env["PATH"] = fake.path_env
+    env[powermetrics.FORCE_ENV] = "1"  # this machine is no Mac: the fake stands in for one
+    done = carbontrack("devices", "--json", "--window", "1", env=env)
+    assert done.returncode == 0, done.stderr
+    view = backend(json.loads(done.stdout), "powermetrics")
+    assert view["unavailable"] == []
+    power = {d["kind"]: d["power_w"] for d in view["devices"]}
+    assert power == {
+        "cpu": pytest.approx(6.0, rel=0.25),
+        "gpu": pytest.approx(2.5, rel=0.25),
+        "ane": pytest.approx(0.4, rel=0.25),
+    }

@@ -111,7 +111,11 @@ def inspect_devices(
     pm = make_plugin_manager(extra_plugins=extra_plugins)
     host = PluginHost(pm)
     # Every kind, the optional RAM model included: this command shows what *could* be measured.
-    settings = make_settings(components=COMPONENTS, write_log=False, verbose=0)
+    # Backends that sample (powermetrics) take ten samples per window: a sample more or less
+    # inside the window then moves the power shown by about a tenth, not a half.
+    settings = make_settings(
+        components=COMPONENTS, write_log=False, verbose=0, interval_s=max(window_s / 10, 0.05)
+    )
     default = make_settings()
     backends = host.implementers("carbontrack_discover_devices")
     found: dict[str, list[Device]] = {}

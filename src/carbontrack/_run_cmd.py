@@ -354,7 +354,9 @@ class StatusLine:
             format_energy(report.energy_j),
             format_co2(report.co2eq_g),
         ]
-        if report.estimated:
+        if report.methods == ("model",):
+            parts.append("(estimated)")
+        elif report.estimated:
             parts.append("(partly estimated)")
         elif not report.devices:
             parts.append("(no device measured)")
