@@ -321,8 +321,8 @@ def diff(old: dict[str, Row], new: dict[str, Row]) -> Diff:
             va, vb = float(a["g_co2e_per_kwh"]), float(b["g_co2e_per_kwh"])
             if va != vb or a["year"] != b["year"]:
                 d.changed += 1
-                pct = abs(vb - va) / va * 100 if va else 100.0
-                d.largest_pct = max(d.largest_pct, pct)
+                pct = (vb - va) / va * 100 if va else 100.0
+                d.largest_pct = max(d.largest_pct, abs(pct))
                 d.lines.append(
                     f"changed   {code} {b['name']}: {va:.2f} ({a['year']}) -> "
                     f"{vb:.2f} ({b['year']}), {pct:+.1f} %"
