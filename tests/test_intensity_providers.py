@@ -112,6 +112,13 @@ def test_electricitymaps_history_gives_hourly_points_over_the_run(em: FakeElectr
     assert "history" in em.paths()[0]
 
 
+def test_a_run_longer_than_the_history_says_how_much_it_covers(em: FakeElectricityMaps) -> None:
+    found = _ask(ElectricityMaps(), _em_settings(em), "DE", NOW - 48 * HOUR, NOW)
+    assert found is not None
+    assert len(found.points) == 24
+    assert "covers 49% of the run" in found.note
+
+
 def test_electricitymaps_forecast_for_an_epoch_run(em: FakeElectricityMaps) -> None:
     found = _ask(ElectricityMaps(), _em_settings(em, epochs=10), "DE")
     assert found is not None
@@ -400,6 +407,14 @@ def test_eds_history_has_five_minute_points(eds: FakeEnergiDataService) -> None:
     assert found is not None
     assert len(found.points) == 6  # the 5-minute slots from 07:55 to 08:20 UTC
     assert {p.end_ts - p.start_ts for p in found.points} == {300.0}
+
+
+def test_eds_asks_for_every_record_of_a_long_run(eds: FakeEnergiDataService) -> None:
+    found = _ask(EnergiDataService(), _eds_settings(eds), "DK", NOW - 10 * HOUR, NOW)
+    assert found is not None
+    assert len(found.points) == 10 * 12
+    assert found.note == ""
+    assert int(eds.requests[0].query["limit"]) >= 2 * 11 * 12
 
 
 def test_eds_forecast_uses_co2emisprog(eds: FakeEnergiDataService) -> None:

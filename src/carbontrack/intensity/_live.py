@@ -181,6 +181,12 @@ class _LiveProvider:
 
 
 def _to_intensity(points: tuple[IntensityPoint, ...], call: _Call, **fields: Any) -> Intensity:
+    covered = sum(max(0.0, min(p.end_ts, call.end) - max(p.start_ts, call.start)) for p in points)
+    share = covered / (call.end - call.start)
+    if share < 0.999:
+        # Said plainly: the uncovered part of the run counts at the mean of the covered part.
+        gap = f"the provider's data covers {share:.0%} of the run; the rest counts at its mean"
+        fields["note"] = f"{fields['note']}; {gap}" if fields.get("note") else gap
     return Intensity(g_per_kwh=weighted_mean(points, call.start, call.end), points=points, **fields)
 
 
@@ -405,6 +411,8 @@ class EnergiDataService(_LiveProvider):
                 "end": _danish_time(end),
                 "filter": json.dumps({"PriceArea": list(_DK_AREAS)}, separators=(",", ":")),
                 "sort": "Minutes5UTC DESC",
+                # Ask for every 5-minute record of the window (two price areas, a margin).
+                "limit": str(2 * math.ceil((end - start) / 300.0) + 10),
             },
         )
         if not isinstance(data, dict) or not isinstance(data.get("records"), list):

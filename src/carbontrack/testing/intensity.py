@@ -397,9 +397,10 @@ def _copenhagen() -> dt.tzinfo:
 class FakeEnergiDataService(FakeIntensityServer):
     """Energi Data Service: ``/dataset/CO2Emis`` (5-minute records up to now) and
     ``/dataset/CO2EmisProg`` (records into the future), ``start``/``end`` in Danish local time,
-    ``filter`` on ``PriceArea``, newest first; HTTP 429 for a second request to a dataset within
-    ``rate_limit_s`` seconds of real time (``0`` turns the limit off). Error bodies are not
-    documented by Energinet: the fake's are plausible JSON, not captured ones."""
+    ``filter`` on ``PriceArea``, newest first, at most ``limit`` records; HTTP 429 for a second
+    request to a dataset within ``rate_limit_s`` seconds of real time (``0`` turns the limit
+    off). Error bodies are not documented by Energinet: the fake's are plausible JSON, not
+    captured ones."""
 
     provider = "energidataservice"
     error_bodies: ClassVar[dict[int, Any]] = {
@@ -468,6 +469,9 @@ class FakeEnergiDataService(FakeIntensityServer):
         body: dict[str, Any] = {"total": len(records)}
         if "filter" in query:
             body["filters"] = query["filter"]
+        if "limit" in query:
+            body["limit"] = int(query["limit"])
+            records = records[: int(query["limit"])] if int(query["limit"]) > 0 else records
         body["dataset"] = dataset
         body["records"] = records
         return 200, body
