@@ -23,6 +23,7 @@ from typing import Any, TextIO
 import attrs
 
 from carbontrack.model import J_PER_KWH
+from carbontrack.writers.runlog import iter_run_log
 
 __all__ = [
     "CARBONTRACKER_PUE",
@@ -125,40 +126,29 @@ def parse_run_log(path: Path, warnings: list[str]) -> RunSummary | None:
     header: Mapping[str, Any] | None = None
     epochs: list[tuple[int, Mapping[str, Any]]] = []
     killed = "no final report (killed?): figures from the last checkpoint"
-    with path.open(encoding="utf-8", errors="replace") as f:
-        for number, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
+    for number, line in iter_run_log(path, warnings):
+        kind = line["type"]
+        if kind in {"report", "checkpoint"}:
+            # Each report line is checked as it comes, so that a corrupt last line leaves
+            # the last readable one in charge.
             try:
-                line = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                warnings.append(f"{path}:{number}: not JSON ({exc.msg}); line skipped")
+                summary = _summary_from_report(
+                    str(path),
+                    line.get("report"),
+                    complete=kind == "report",
+                    note="" if kind == "report" else killed,
+                )
+            except ValueError as exc:
+                warnings.append(f"{path}:{number}: unreadable {kind} ({exc}); line skipped")
                 continue
-            if not isinstance(line, dict) or not isinstance(line.get("type"), str):
-                warnings.append(f"{path}:{number}: not a carbontrack log line; line skipped")
-                continue
-            kind = line["type"]
-            if kind in {"report", "checkpoint"}:
-                # Each report line is checked as it comes, so that a corrupt last line leaves
-                # the last readable one in charge.
-                try:
-                    summary = _summary_from_report(
-                        str(path),
-                        line.get("report"),
-                        complete=kind == "report",
-                        note="" if kind == "report" else killed,
-                    )
-                except ValueError as exc:
-                    warnings.append(f"{path}:{number}: unreadable {kind} ({exc}); line skipped")
-                    continue
-                if kind == "report":
-                    final = summary
-                else:
-                    checkpoint = summary
-            elif kind == "header":
-                header = line
-            elif kind == "epoch" and isinstance(line.get("epoch"), Mapping):
-                epochs.append((number, line["epoch"]))
+            if kind == "report":
+                final = summary
+            else:
+                checkpoint = summary
+        elif kind == "header":
+            header = line
+        elif kind == "epoch" and isinstance(line.get("epoch"), Mapping):
+            epochs.append((number, line["epoch"]))
     if final is not None or checkpoint is not None:
         return final or checkpoint
     return _summary_from_epochs(path, header, epochs, warnings)

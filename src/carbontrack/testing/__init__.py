@@ -22,7 +22,7 @@ from carbontrack.hookspecs import hookimpl
 from carbontrack.model import Device, Method, Reading, Unavailable
 from carbontrack.settings import Settings
 
-__all__ = ["FakeClock", "FakeDevice", "FakeHardware"]
+__all__ = ["FakeClock", "FakeDevice", "FakeHardware", "integrate_j"]
 
 
 class FakeClock:
@@ -43,6 +43,21 @@ class FakeClock:
 
 
 Watts = float | Callable[[float], float]
+
+
+def integrate_j(watts: Watts, t0: float, t1: float) -> float:
+    """Exact energy of ``watts`` (constant, or a function of time) from ``t0`` to ``t1``.
+
+    A function is integrated with the midpoint rule on 1 ms steps: exact for piecewise-constant
+    traces on that grid, which is what the fakes' power traces are.
+    """
+    if t1 <= t0:
+        return 0.0
+    if not callable(watts):
+        return float(watts) * (t1 - t0)
+    steps = max(1, min(1_000_000, round((t1 - t0) / 0.001)))
+    h = (t1 - t0) / steps
+    return sum(float(watts(t0 + (i + 0.5) * h)) for i in range(steps)) * h
 
 
 @attrs.define
@@ -77,15 +92,7 @@ class FakeDevice:
         return float(self.watts(elapsed_s)) if callable(self.watts) else float(self.watts)
 
     def _advance(self, t0: float, t1: float) -> None:
-        if t1 <= t0:
-            return
-        if callable(self.watts):
-            # Midpoint rule on fine steps: exact for piecewise-constant traces at 1 ms resolution.
-            steps = max(1, min(100_000, int((t1 - t0) / 0.001)))
-            h = (t1 - t0) / steps
-            energy = sum(self.power_at(t0 + (i + 0.5) * h) for i in range(steps)) * h
-        else:
-            energy = float(self.watts) * (t1 - t0)
+        energy = integrate_j(self.watts, t0, t1)
         self.true_j += energy
         self._counter_j += energy
 

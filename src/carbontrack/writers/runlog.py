@@ -14,6 +14,7 @@ import platform
 import socket
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -23,7 +24,7 @@ from carbontrack.model import SCHEMA_VERSION, EpochRecord, Prediction, Report, R
 from carbontrack.paths import run_log_path
 from carbontrack.settings import Settings
 
-__all__ = ["RunLogWriter", "read_run_log"]
+__all__ = ["RunLogWriter", "iter_run_log", "read_run_log"]
 
 
 class RunLogWriter:
@@ -94,11 +95,11 @@ class RunLogWriter:
             f.close()
 
 
-def read_run_log(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Read a run log's lines; return ``(lines, problems)`` where corrupt lines are skipped
-    and each problem names the file and line number."""
-    lines: list[dict[str, Any]] = []
-    problems: list[str] = []
+def iter_run_log(
+    path: str | os.PathLike[str], problems: list[str]
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line number, line)`` for each readable line of a run log; append a problem
+    naming the file and line for each corrupt line, which is skipped."""
     with Path(path).open(encoding="utf-8", errors="replace") as f:
         for number, raw in enumerate(f, start=1):
             if not raw.strip():
@@ -108,8 +109,15 @@ def read_run_log(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], li
             except json.JSONDecodeError as exc:
                 problems.append(f"{path}:{number}: not JSON ({exc.msg}); line skipped")
                 continue
-            if not isinstance(value, dict) or "type" not in value:
+            if not isinstance(value, dict) or not isinstance(value.get("type"), str):
                 problems.append(f"{path}:{number}: not a carbontrack log line; line skipped")
                 continue
-            lines.append(value)
+            yield number, value
+
+
+def read_run_log(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Read a run log's lines; return ``(lines, problems)`` where corrupt lines are skipped
+    and each problem names the file and line number."""
+    problems: list[str] = []
+    lines = [line for _, line in iter_run_log(path, problems)]
     return lines, problems
