@@ -454,6 +454,29 @@ def test_status_line_on_a_terminal(env: dict[str, str]) -> None:
     assert "\r\x1b[Kcarbontrack: " in text
 
 
+LATE_FAILURE = """
+from carbontrack.testing import FakeDevice, FakeHardware
+plugin = FakeHardware([FakeDevice("package-0", watts=25.0)], name="fakecpu",
+                      read_error_at=range(12, 10**6))
+"""
+
+
+def test_a_warning_goes_above_the_status_line(tmp_path: Path) -> None:
+    env = cli_env(tmp_path, plugin_source=LATE_FAILURE)
+    # Reads every 0.2 s: the plugin starts failing after about 2 s, when the line is up.
+    code, _out, err = run_with_terminal_stderr(
+        ["run", "--interval", "0.2", "--", "sleep", "3"], env
+    )
+    assert code == 0
+    text = err.decode()
+    warning = "carbontrack: plugin 'fakecpu' failed in carbontrack_read_energy"
+    assert warning in text
+    before = text[: text.index(warning)]
+    assert " | " in before  # the status line was up
+    assert before.endswith("\r\x1b[K")  # and was erased for the warning
+    assert " | " in text[text.index(warning) :]  # then drawn again below it
+
+
 @pytest.mark.parametrize("option", ["-q", "--no-status"])
 def test_no_status_line_when_asked(env: dict[str, str], option: str) -> None:
     code, _out, err = run_with_terminal_stderr(["run", option, "--", "sleep", "1.3"], env)

@@ -341,6 +341,8 @@ class StatusLine:
         self._thread: threading.Thread | None = None
         self._previous: Report | None = None
         self._shown = False
+        self._lock = threading.Lock()
+        self._handlers: list[tuple[logging.StreamHandler[Any], Any]] = []
 
     @staticmethod
     def render(report: Report, power_w: float | None) -> str:
@@ -373,9 +375,18 @@ class StatusLine:
             power = (report.energy_j - e0) / (report.duration_s - t0)
         self._previous = report
         text = self.render(report, power)[: max(self._width() - 1, 10)]
-        self._stream.write("\r" + text + "\x1b[K")
-        self._stream.flush()
-        self._shown = True
+        with self._lock:
+            self._stream.write("\r" + text + "\x1b[K")
+            self._stream.flush()
+            self._shown = True
+
+    def write_above(self, text: str) -> None:
+        """Write ``text`` (log output) on a clean line; the next refresh redraws the status."""
+        with self._lock:
+            if self._shown:
+                self._stream.write("\r\x1b[K")
+                self._shown = False
+            self._stream.write(text)
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval_s):
@@ -386,7 +397,11 @@ class StatusLine:
                 return
 
     def start(self) -> None:
-        """Start refreshing in the background."""
+        """Start refreshing in the background; log records on the same stream go above it."""
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is self._stream:
+                previous = handler.setStream(_Above(self))
+                self._handlers.append((handler, previous))
         self._thread = threading.Thread(target=self._loop, name="carbontrack-status", daemon=True)
         self._thread.start()
 
@@ -395,10 +410,27 @@ class StatusLine:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5.0)
+        for handler, previous in self._handlers:
+            handler.setStream(previous)
+        self._handlers.clear()
         if self._shown:
             with contextlib.suppress(OSError, ValueError):
                 self._stream.write("\r\x1b[K")
                 self._stream.flush()
+
+
+class _Above:
+    """The stream a log handler writes to while the status line is up: text goes above it."""
+
+    def __init__(self, status: StatusLine) -> None:
+        self._status = status
+
+    def write(self, text: str) -> int:
+        self._status.write_above(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self._status._stream.flush()
 
 
 # -- the command -------------------------------------------------------------------------------
