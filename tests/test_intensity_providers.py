@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,21 @@ def test_electricitymaps_forecast_for_an_epoch_run(em: FakeElectricityMaps) -> N
     assert len(found.forecast) == 24
     assert found.forecast[1].g_per_kwh == _hourly(math.floor(NOW / HOUR) * HOUR + HOUR)
     assert em.paths() == ["/carbon-intensity/latest", "/carbon-intensity/forecast"]
+
+
+def test_a_predicted_window_is_answered_from_the_forecast() -> None:
+    now = time.time()
+    with FakeElectricityMaps(_hourly, key=KEY) as server:
+        found = _ask(ElectricityMaps(), _em_settings(server), "DE", now, now + 3 * HOUR)
+        paths = server.paths()
+    assert found is not None
+    assert paths == ["/carbon-intensity/latest", "/carbon-intensity/forecast"]
+    inside = [p for p in found.forecast if p.start_ts < now + 3 * HOUR and p.end_ts > now]
+    expected = sum(
+        p.g_per_kwh * (min(p.end_ts, now + 3 * HOUR) - max(p.start_ts, now)) for p in inside
+    ) / (3 * HOUR)
+    assert found.g_per_kwh == pytest.approx(expected)
+    assert "forecast mean over the predicted window" in found.source
 
 
 def test_electricitymaps_without_a_forecast_keeps_the_latest_value(

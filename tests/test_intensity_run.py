@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,24 @@ def test_co2eq_equals_the_energy_weighted_sum_over_a_changing_intensity(step_s: 
         * (sum(p.g_per_kwh for p in report.intensity.points) / len(report.intensity.points))
     )
     assert abs(plain - expected_g) / expected_g > 0.01
+
+
+def test_predictions_use_the_forecast_of_a_live_provider() -> None:
+    # Real clocks: the tracker asks about the predicted remainder, which lies in the future.
+    with FakeElectricityMaps(lambda ts: 100.0 + 50.0 * ((ts // HOUR) % 2)) as em:
+        hw = FakeHardware([FakeDevice("pkg", watts=50.0)])
+        options = _quiet(
+            location="DE",
+            epochs=1000,
+            api_keys={"electricitymaps": em.key},
+            plugin_options=em.plugin_options(),
+        )
+        with track(plugins=[hw], **options) as run:
+            with run.epoch():
+                time.sleep(0.05)
+            run.epoch_start()
+            run.epoch_end()
+            assert "/carbon-intensity/forecast" in em.paths()
+    prediction = run.report.predictions[0]
+    assert prediction.forecast_used
+    assert "forecast" in prediction.intensity_source

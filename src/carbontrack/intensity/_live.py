@@ -22,6 +22,7 @@ import datetime as dt
 import json
 import logging
 import math
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
@@ -50,6 +51,9 @@ CACHE_S = 300.0
 EDS_MIN_INTERVAL_S = 60.0
 #: Forecast horizon asked of the providers that take one (hours).
 FORECAST_HOURS = 48
+#: A window ending this far past the clock is a prediction's, answered from the forecast (the
+#: end of a run is "now" to within clock drift between the monotonic and the wall clock).
+FUTURE_MARGIN_S = 2.0
 
 UTC = dt.UTC
 
@@ -103,9 +107,22 @@ class _Call:
         )
 
     @property
+    def is_future(self) -> bool:
+        """A window reaching past now: the tracker asks about a predicted run's remainder."""
+        return self.end > time.time() + FUTURE_MARGIN_S
+
+    @property
+    def is_history(self) -> bool:
+        """A window in the past: the run so far, answered with the provider's history."""
+        return self.end > self.start and not self.is_future
+
+    @property
     def wants_forecast(self) -> bool:
         # A forecast only serves predictions, and costs a request (a paid one at some providers):
-        # asked for at the start of an epoch-aware run, or when the options say so.
+        # asked for a predicted window, at the start of an epoch-aware run, or when the options
+        # say so.
+        if self.is_future:
+            return True
         asked = _http.options(self.settings).get("forecast")
         if asked is not None:
             return bool(asked) and self.start == self.end
@@ -161,6 +178,16 @@ class _LiveProvider:
                 raise ProviderError(f"unexpected response ({type(exc).__name__}: {exc})") from None
         except ProviderError as exc:
             return self._fallback(str(exc))
+        if call.is_future:
+            inside = window_points(found.forecast, call.start, call.end)
+            if inside:
+                found = attrs.evolve(
+                    found,
+                    g_per_kwh=weighted_mean(inside, call.start, call.end),
+                    source=f"{found.source}; forecast mean over the predicted window",
+                )
+            # The value for the run itself stays the one from its start.
+            return found
         self._last = found
         return found
 
@@ -222,7 +249,7 @@ class ElectricityMaps(_LiveProvider):
         zone = self._zone(call.location)
         headers = {"auth-token": str(call.key)}
         params = {"zone": zone}
-        if call.end > call.start:
+        if call.is_history:
             data = call.get("/carbon-intensity/history", params=params, headers=headers)
             points = tuple(
                 IntensityPoint(_ts(item["datetime"]), _ts(item["datetime"]) + 3600.0, float(ci))
@@ -316,7 +343,7 @@ class CarbonIntensityGB(_LiveProvider):
         where = f"postcode {postcode}" if postcode else "national"
         suffix = f"/postcode/{postcode}" if postcode else ""
         zone = f"GB-{postcode}" if postcode else "GB"
-        if call.end > call.start:
+        if call.is_history:
             frm = max(math.floor(call.start / 1800) * 1800, call.end - _GB_MAX_RANGE_S)
             span = f"/{_gb_time(frm)}/{_gb_time(call.end)}"
             path = f"/regional/intensity{span}{suffix}" if postcode else f"/intensity{span}"
@@ -425,7 +452,7 @@ class EnergiDataService(_LiveProvider):
         areas = (region.partition("-")[2],) if region else _DK_AREAS
         where = "+".join(areas)
         zone = f"DK-{areas[0]}" if region else "DK"
-        if call.end > call.start:
+        if call.is_history:
             start = math.floor(call.start / 300) * 300.0
             data = self._dataset(call, "CO2Emis", start - 3600.0, call.end + 300.0)
             inside = window_points(_eds_points(data["records"], areas), call.start, call.end)
