@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from carbontrack.testing.distribution import write_plugin_distribution
+
+# Every subprocess imports carbontrack afresh: cache its bytecode (outside the source tree) even
+# where PYTHONDONTWRITEBYTECODE is set, which makes each start twice as fast.
+PYCACHE = Path(tempfile.mkdtemp(prefix="carbontrack-cli-pycache-"))
+atexit.register(shutil.rmtree, PYCACHE, ignore_errors=True)
 
 SCRIPT = Path(sys.executable).with_name("carbontrack")
 CARBONTRACK = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "carbontrack"]
@@ -26,6 +34,8 @@ def cli_env(
     Every other installed entry-point plugin is blocked so that no real hardware is read.
     """
     env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
     if not plugin:
         return env
     root = write_plugin_distribution(tmp_path / "site", watts=WATTS, source=plugin_source)
