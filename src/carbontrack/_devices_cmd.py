@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -189,8 +191,15 @@ def inspect_devices(
     return views
 
 
-def format_text(views: Sequence[BackendView], window_s: float) -> str:
-    """The human-readable listing."""
+def _wrap(text: str, indent: int, width: int) -> str:
+    pad = " " * indent
+    return textwrap.fill(
+        text, width=width, initial_indent=pad, subsequent_indent=pad, break_on_hyphens=False
+    )
+
+
+def format_text(views: Sequence[BackendView], window_s: float, width: int = 100) -> str:
+    """The human-readable listing; prose wrapped at ``width`` (fixes never: they are commands)."""
     lines: list[str] = []
     for v in views:
         if v.blocked:
@@ -222,9 +231,9 @@ def format_text(views: Sequence[BackendView], window_s: float) -> str:
                 f"{power:>10}  {d.name}{tail}"
             )
             if d.detail:
-                lines.append(f"  {'':<14} {d.detail}")
+                lines.append(_wrap(d.detail, 17, width))
         for u in v.unavailable:
-            lines.append(f"  cannot read {u.kind}: {u.reason}")
+            lines.append(_wrap(f"cannot read {u.kind}: {u.reason}", 2, width))
             lines.append("    fix: " + u.fix.replace("\n", "\n         "))
         for f in v.failures:
             lines.append(f"  plugin failed in {f}")
@@ -267,5 +276,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(to_json(views, window), indent=2, allow_nan=False))
     else:
-        print(format_text(views, window))
+        width = min(shutil.get_terminal_size((100, 24)).columns, 100)
+        print(format_text(views, window, max(width, 60)))
     return 0
