@@ -10,7 +10,7 @@ import pytest
 from carbontrack import Intensity, Location, Reading, Report
 from carbontrack._devices_cmd import _power
 from carbontrack._run_cmd import StatusLine, check_command, split_command
-from carbontrack.model import DeviceEnergy
+from carbontrack.model import DeviceEnergy, Method
 
 
 def test_split_command_takes_everything_after_the_first_double_dash() -> None:
@@ -69,14 +69,14 @@ def test_power_of_a_counter_reset_says_so() -> None:
     assert "reset" in error
 
 
-def report(energy_j: float, duration_s: float, method: str = "counter") -> Report:
+def report(energy_j: float, duration_s: float, method: Method = "counter") -> Report:
     device = DeviceEnergy(
         id="p0",
         kind="cpu",
         name="p0",
         backend="fake",
         method=method,
-        energy_j=energy_j,  # type: ignore[arg-type]
+        energy_j=energy_j,
     )
     return Report(
         run_id="r",
