@@ -95,6 +95,8 @@ def _sub(
         parents=[common],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    # So that an unknown option is reported with this command's usage line, not the program's.
+    parser.set_defaults(command_parser=parser)
     return parser
 
 
@@ -120,7 +122,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.usage = "carbontrack run [options] -- CMD [ARGS...]"
     _run_cmd.configure_parser(run)
-    run.set_defaults(run_parser=run)
 
     devices = _sub(
         sub,
@@ -244,7 +245,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     own, child = _prepare_argv(raw)
     parser = build_parser()
-    args = parser.parse_args(own)
+    args, unknown = parser.parse_known_args(own)
+    if unknown:
+        where: argparse.ArgumentParser = getattr(args, "command_parser", parser)
+        where.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command is None:
         parser.print_help(sys.stderr)
         print("\ncarbontrack: error: no command given (choose one above)", file=sys.stderr)
@@ -257,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if child is not None:
             # A command named before the `--` owns that `--` too: `run python -- x`.
             args.cmd = [*args.cmd, "--", *child] if args.cmd else child
-        run_parser: argparse.ArgumentParser = args.run_parser
+        run_parser: argparse.ArgumentParser = args.command_parser
         return _run_cmd.run(args, run_parser)
     handler: _Handler = args.handler
     return handler(args)
