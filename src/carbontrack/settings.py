@@ -33,10 +33,11 @@ ALL_COMPONENTS = frozenset({"cpu", "gpu", "ane"})
 #: watts and to integrate spiky GPU power within 2 %, cheap enough to be invisible.
 DEFAULT_INTERVAL_S = 1.0
 
-#: Power usage effectiveness applied by default: 1.0, i.e. only the energy the devices drew.
-#: A laptop or workstation has no data-centre overhead; for a data centre set ``pue`` (the
-#: Uptime Institute 2024 survey average is 1.56, see ``carbontrack.intensity``).
-DEFAULT_PUE = 1.0
+#: Power usage effectiveness applied by default: 1.56, the average of the latest Uptime Institute
+#: Global Data Center Survey (2024, respondents' largest site). Most training runs in a data
+#: centre; on a laptop or workstation pass ``pue="none"`` (1.0). The report always gives the
+#: device (IT) energy, the PUE and the facility energy side by side.
+DEFAULT_PUE = 1.56
 
 ON_BUDGET = ("warn", "raise")
 ATTRIBUTIONS = ("machine", "process")
@@ -160,6 +161,15 @@ def _to_gpu_ids(value: Any) -> tuple[str, ...] | None:
     return tuple(str(v).strip() for v in value)
 
 
+def _to_pue(value: Any) -> Any:
+    # A preset name ("none", "uptime-2024", "aws"...) stands for its figure.
+    if isinstance(value, str):
+        from carbontrack.intensity._pue import pue_preset
+
+        return pue_preset(value)
+    return value
+
+
 def _to_path(value: Any) -> Path | None:
     if value is None:
         return None
@@ -202,7 +212,11 @@ class Settings:
         validator=_number("intensity_g_per_kwh", minimum=0, strict=False, optional=True),
     )
     api_keys: Mapping[str, str] = attrs.field(factory=dict, validator=_check_api_keys)
-    pue: float = attrs.field(default=DEFAULT_PUE, validator=_number("pue", minimum=1, strict=False))
+    pue: float = attrs.field(
+        default=DEFAULT_PUE,
+        converter=_to_pue,
+        validator=_number("pue", minimum=1, strict=False),
+    )
     devices_by_pid: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     pid: int | None = attrs.field(default=None, validator=_int_at_least("pid", 1, optional=True))
     gpu_ids: tuple[str, ...] | None = attrs.field(

@@ -118,14 +118,13 @@ def _setting_origin(settings: Settings) -> str:
 
 
 class SettingLocation:
-    """The ``location`` option (or ``$CARBONTRACK_LOCATION``): the first built-in answer.
+    """The ``location`` option (or ``$CARBONTRACK_LOCATION``): asked first of all.
 
-    Plugins the user installed are asked before the built-ins (pluggy calls later registrations
-    first); a plugin that looks the location up itself should return ``None`` when
-    ``settings.location`` is set.
+    What the user said explicitly wins over any plugin's look-up; without the option this
+    answers ``None`` and installed plugins, the config file and the opt-in geolocation follow.
     """
 
-    @hookimpl
+    @hookimpl(tryfirst=True)
     def carbontrack_locate(self, settings: Settings) -> Location | None:
         """Return the configured location, or ``None`` when none is set."""
         if settings.location is None:

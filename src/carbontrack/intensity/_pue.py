@@ -1,8 +1,9 @@
 """Power usage effectiveness presets: facility energy = IT energy x PUE.
 
-carbontrack's default PUE is 1.0 (``carbontrack.settings.DEFAULT_PUE``): it reports what the
-devices drew, which is all a laptop or workstation uses. For a data centre pick a preset or the
-operator's own figure: ``track(pue=pue_preset("uptime-2024"))``.
+carbontrack's default PUE is the latest Uptime Institute survey average,
+``carbontrack.settings.DEFAULT_PUE`` (1.56, 2024). Pick a preset by name or give the
+operator's own figure: ``track(pue="none")`` on a laptop or workstation, ``track(pue="aws")``,
+``track(pue=1.2)``.
 """
 
 from __future__ import annotations
