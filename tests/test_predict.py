@@ -297,11 +297,28 @@ def test_prediction_in_a_run_asks_the_provider_about_the_predicted_window() -> N
 
 def test_budget_warns_once_and_training_goes_on(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
-    tracker, records = fake_run(5, monitor_epochs=-1, budget_kwh=1e-6)
+    tracker, records = fake_run(5, monitor_epochs=-1, budget_kwh=1e-6, stop=False)
+    # Warned when the prediction was made (not only in the final summary), once.
+    logged = [r for r in caplog.records if "exceeds the budget" in r.getMessage()]
+    assert len(logged) == 1
+    assert logged[0].levelno == logging.WARNING
+    tracker.stop()
     assert len(records) == 5
     budget_warnings = [w for w in tracker.report.warnings if "exceeds the budget" in w]
     assert len(budget_warnings) == 1
     assert "budget_kwh=1e-06" in budget_warnings[0]
+
+
+def test_budget_message_gives_small_figures_in_significant_digits() -> None:
+    # 1 W for 5 x 10 s: 2.17e-05 kWh and 0.01 g, which fixed decimals printed as 0.0000 and 0.0.
+    tracker, _ = fake_run(5, watts=[1.0] * 5, budget_kwh=1e-6, budget_co2eq_g=1e-9)
+    (message,) = [w for w in tracker.report.warnings if "exceeds the budget" in w]
+    p = tracker.report.predictions[0]
+    kwh = p.energy_j * tracker.settings.pue / J_PER_KWH
+    assert f"{kwh:.3g} kWh (facility) against budget_kwh=1e-06" in message
+    assert f"{p.co2eq_g:.3g} gCO2eq against budget_co2eq_g=1e-09" in message
+    assert " 0.0000 kWh" not in message
+    assert " 0.0 gCO2eq" not in message
 
 
 def test_budget_raise_stops_the_user_at_the_epoch_boundary() -> None:

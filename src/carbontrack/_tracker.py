@@ -400,16 +400,19 @@ class Tracker:
             callback = s.on_budget
             safe(lambda: callback(prediction), "the on_budget callback")
         else:
-            self._warn(str(self._budget_error(prediction)))
+            message = str(self._budget_error(prediction))
+            # Said now, while the user can still act on it, and kept for the final summary.
+            logger.warning("carbontrack: %s", message)
+            self._warn(message)
 
     def _budget_error(self, p: Prediction) -> BudgetExceeded:
         s = self.settings
         kwh = p.energy_j * s.pue / J_PER_KWH
         parts = []
         if s.budget_co2eq_g is not None:
-            parts.append(f"{p.co2eq_g:.1f} gCO2eq against budget_co2eq_g={s.budget_co2eq_g:g}")
+            parts.append(f"{p.co2eq_g:.3g} gCO2eq against budget_co2eq_g={s.budget_co2eq_g:g}")
         if s.budget_kwh is not None:
-            parts.append(f"{kwh:.4f} kWh (facility) against budget_kwh={s.budget_kwh:g}")
+            parts.append(f"{kwh:.3g} kWh (facility) against budget_kwh={s.budget_kwh:g}")
         return BudgetExceeded(
             f"after {p.after_epoch} epoch(s), the predicted footprint of all {p.epochs} epochs "
             f"exceeds the budget: {'; '.join(parts)}. Raise the budget, train fewer epochs, or "
