@@ -51,6 +51,13 @@ def test_invalid_values_raise_value_error_naming_option_and_value(
         ({"interval_s": "fast"}, "interval_s='fast'"),
         ({"components": 3}, "components=3"),
         ({"log_dir": 3}, "log_dir=3"),
+        ({"write_log": "yes"}, "write_log='yes' is not valid: expected True or False, got str"),
+        ({"geolocate": 1}, "geolocate=1 is not valid: expected True or False, got int"),
+        ({"devices_by_pid": None}, "devices_by_pid=None is not valid: expected True or False"),
+        ({"rapl_psys": "no"}, "rapl_psys='no' is not valid: expected True or False"),
+        ({"log_file_prefix": 3}, "log_file_prefix=3 is not valid: expected a string"),
+        ({"plugin_options": 3}, "plugin_options=3 is not valid: expected a dict"),
+        ({"plugin_options": {"console": 3}}, "plugin_options={'console': 3} is not valid"),
     ],
 )
 def test_wrong_types_raise_type_error(options: dict[str, object], fragment: str) -> None:

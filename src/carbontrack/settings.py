@@ -40,6 +40,7 @@ DEFAULT_INTERVAL_S = 1.0
 DEFAULT_PUE = 1.56
 
 ON_BUDGET = ("warn", "raise")
+_BOOL = "True or False"
 ATTRIBUTIONS = ("machine", "process")
 
 
@@ -144,6 +145,27 @@ def _check_api_keys(_inst: object, _attr: object, value: Any) -> None:
             raise _fail("api_keys", {k: "..."}, "provider names and non-empty string keys")
 
 
+def _of_type(option: str, types: type | tuple[type, ...], expected: str) -> Any:
+    def check(_inst: object, _attr: object, value: Any) -> None:
+        _check_type(option, value, types, expected)
+
+    return check
+
+
+def _check_plugin_options(_inst: object, _attr: object, value: Any) -> None:
+    if not isinstance(value, Mapping):
+        raise InvalidOptionType(
+            f"plugin_options={value!r} is not valid: expected a dict of plugin name: dict of "
+            f"its options, got {type(value).__name__}"
+        )
+    for name, options in value.items():
+        if not isinstance(name, str) or not isinstance(options, Mapping):
+            raise InvalidOptionType(
+                f"plugin_options={dict(value)!r} is not valid: expected a dict of plugin name: "
+                f"dict of its options, such as {{'console': {{'equivalents': False}}}}"
+            )
+
+
 def _check_gpu_ids(_inst: object, _attr: object, value: Any) -> None:
     if value is None:
         return
@@ -202,11 +224,13 @@ class Settings:
         default=60.0, validator=_number("checkpoint_s", minimum=0, strict=True)
     )
     log_dir: Path | None = attrs.field(default=None, converter=_to_path)
-    log_file_prefix: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
-    write_log: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
+    log_file_prefix: str = attrs.field(
+        default="", validator=_of_type("log_file_prefix", str, "a string")
+    )
+    write_log: bool = attrs.field(default=True, validator=_of_type("write_log", bool, _BOOL))
     verbose: int = attrs.field(default=1, validator=_one_of("verbose", (0, 1, 2)))  # type: ignore[arg-type]
     location: str | None = attrs.field(default=None)
-    geolocate: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    geolocate: bool = attrs.field(default=False, validator=_of_type("geolocate", bool, _BOOL))
     intensity_g_per_kwh: float | None = attrs.field(
         default=None,
         validator=_number("intensity_g_per_kwh", minimum=0, strict=False, optional=True),
@@ -217,7 +241,9 @@ class Settings:
         converter=_to_pue,
         validator=_number("pue", minimum=1, strict=False),
     )
-    devices_by_pid: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    devices_by_pid: bool = attrs.field(
+        default=False, validator=_of_type("devices_by_pid", bool, _BOOL)
+    )
     pid: int | None = attrs.field(default=None, validator=_int_at_least("pid", 1, optional=True))
     gpu_ids: tuple[str, ...] | None = attrs.field(
         default=None, converter=_to_gpu_ids, validator=_check_gpu_ids
@@ -228,7 +254,7 @@ class Settings:
     cpu_tdp_w: float | None = attrs.field(
         default=None, validator=_number("cpu_tdp_w", minimum=0, strict=True, optional=True)
     )
-    rapl_psys: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    rapl_psys: bool = attrs.field(default=False, validator=_of_type("rapl_psys", bool, _BOOL))
     budget_co2eq_g: float | None = attrs.field(
         default=None, validator=_number("budget_co2eq_g", minimum=0, strict=True, optional=True)
     )
@@ -236,7 +262,7 @@ class Settings:
         default=None, validator=_number("budget_kwh", minimum=0, strict=True, optional=True)
     )
     on_budget: str | Callable[..., Any] = attrs.field(default="warn", validator=_check_on_budget)
-    plugin_options: Mapping[str, Any] = attrs.field(factory=dict)
+    plugin_options: Mapping[str, Any] = attrs.field(factory=dict, validator=_check_plugin_options)
 
     def __attrs_post_init__(self) -> None:
         if self.location is not None and (not isinstance(self.location, str) or not self.location):
