@@ -494,3 +494,75 @@ def test_eds_real_rate_limit_answer_falls_back(
     monkeypatch.setenv("CARBONTRACK_CACHE_DIR", str(tmp_path / "another-cache"))
     assert _ask(EnergiDataService(), _eds_settings(eds), "DK") is None
     assert "Energi Data Service gave no carbon intensity (HTTP 429" in caplog.text
+
+
+# -- one run: one warning, bounded waiting ---------------------------------------------------
+
+
+def test_an_unreachable_provider_is_asked_once_per_run(
+    em: FakeElectricityMaps, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A timeout at the start of a run must not cost another timeout at its end (or at each
+    # prediction): the provider stays silent for the rest of the run.
+    em.fail("timeout", times=5)
+    settings = _em_settings(em, intensity_options={"urls": em.urls(), "timeout_s": 0.2})
+    provider = ElectricityMaps()
+    began = time.monotonic()
+    with caplog.at_level(logging.INFO):
+        assert _ask(provider, settings, "DE") is None
+        assert _ask(provider, settings, "DE", NOW, NOW + 600) is None
+    assert time.monotonic() - began < 0.55
+    assert len(em.requests) == 1
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1
+    assert "(timeout)" in warnings[0].getMessage()
+
+
+def test_a_rejected_key_is_not_sent_again_in_the_run(em: FakeElectricityMaps) -> None:
+    em.fail("401")
+    provider = ElectricityMaps()
+    assert _ask(provider, _em_settings(em), "DE") is None
+    assert _ask(provider, _em_settings(em), "DE", NOW, NOW + 600) is None
+    assert len(em.requests) == 1
+
+
+def test_different_failures_in_one_run_give_one_warning(
+    em: FakeElectricityMaps, caplog: pytest.LogCaptureFixture
+) -> None:
+    em.fail("500", times=2)
+    provider = ElectricityMaps()
+    with caplog.at_level(logging.INFO):
+        assert _ask(provider, _em_settings(em), "DE") is None
+        em.fail("malformed")
+        assert _ask(provider, _em_settings(em), "DE", NOW, NOW + 600) is None
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1
+    assert "HTTP 500" in warnings[0].getMessage()
+    # The later reason is still told, quietly.
+    assert any("malformed JSON" in r.getMessage() for r in caplog.records)
+    assert len(em.requests) == 3
+
+
+def test_a_failed_forecast_for_a_prediction_keeps_the_start_value_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = time.time()
+    with FakeElectricityMaps(_hourly, key=KEY) as server:
+        provider = ElectricityMaps()
+        settings = _em_settings(server, intensity_options={"urls": server.urls(), "cache": False})
+        at_start = _ask(provider, settings, "DE", now, now)
+        server.fail("500", times=2)
+        predicted = _ask(provider, settings, "DE", now + 60, now + 3 * HOUR)
+    assert at_start is not None
+    assert predicted is not None
+    assert predicted.g_per_kwh == at_start.g_per_kwh
+    assert "predicted" in predicted.note
+    assert "history" not in predicted.note
+    assert len(server.requests) == 3  # no cache: the latest value was asked for again
+
+
+def test_the_cache_can_be_switched_off(em: FakeElectricityMaps) -> None:
+    settings = _em_settings(em, intensity_options={"urls": em.urls(), "cache": False})
+    _ask(ElectricityMaps(), settings, "DE")
+    _ask(ElectricityMaps(), settings, "DE")
+    assert len(em.requests) == 2

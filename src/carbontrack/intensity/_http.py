@@ -49,7 +49,15 @@ PROVIDERS_ENV = "CARBONTRACK_INTENSITY_PROVIDERS"
 
 
 class ProviderError(Exception):
-    """A live provider gave no usable answer; the message is the reason, without any key."""
+    """A live provider gave no usable answer; the message is the reason, without any key.
+
+    ``final`` marks a failure that asking again in the same run would only repeat, at a cost:
+    a timeout or an unreachable server (seconds of waiting each time) and a rejected key.
+    """
+
+    def __init__(self, reason: str, *, final: bool = False) -> None:
+        super().__init__(reason)
+        self.final = final
 
 
 # -- configuration ---------------------------------------------------------------------------
@@ -275,20 +283,24 @@ def get_json(
             reason = f"HTTP {exc.code}" + (f": {message}" if message else "")
             if exc.code == 429:
                 reason += " (rate limited)"
-            raise ProviderError(reason) from None
+            raise ProviderError(reason, final=exc.code in (401, 403)) from None
         except TimeoutError:
-            raise ProviderError(f"no answer within {timeout:g} s (timeout)") from None
+            raise ProviderError(f"no answer within {timeout:g} s (timeout)", final=True) from None
         except urllib.error.URLError as exc:
             if isinstance(exc.reason, TimeoutError):
-                raise ProviderError(f"no answer within {timeout:g} s (timeout)") from None
+                raise ProviderError(
+                    f"no answer within {timeout:g} s (timeout)", final=True
+                ) from None
             if not last:
                 time.sleep(0.1)
                 continue
-            raise ProviderError(f"cannot connect ({_redact(str(exc.reason), secrets)})") from None
+            raise ProviderError(
+                f"cannot connect ({_redact(str(exc.reason), secrets)})", final=True
+            ) from None
         except OSError as exc:  # connection reset mid-answer and the like
             if not last:
                 continue
-            raise ProviderError(f"connection failed ({type(exc).__name__})") from None
+            raise ProviderError(f"connection failed ({type(exc).__name__})", final=True) from None
         try:
             data = json.loads(body)
         except ValueError:

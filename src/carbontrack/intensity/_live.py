@@ -97,6 +97,8 @@ class _Call:
 
     def get(self, path: str, *, cache_s: float = CACHE_S, **kwargs: Any) -> Any:
         headers = kwargs.pop("headers", None)
+        if _http.options(self.settings).get("cache", True) is False:
+            cache_s = 0.0
         return _http.get_json(
             self.base + path,
             params=kwargs.pop("params", None),
@@ -142,8 +144,13 @@ class _LiveProvider:
 
     def __init__(self) -> None:
         # One instance per run (the plugin host makes a fresh one for every manager).
-        self._warned: set[str] = set()
+        self._warned = False
         self._last: Intensity | None = None
+        # Set by a failure that asking again would only repeat (timeout, unreachable, key
+        # rejected): the provider stays silent for the rest of the run, so a dead API costs
+        # one timeout per run, not one per question (start, end, each prediction).
+        self._given_up: str | None = None
+        self._no_forecast = False
 
     def _fetch(self, call: _Call) -> Intensity:
         raise NotImplementedError
@@ -171,13 +178,17 @@ class _LiveProvider:
             key=key,
             timeout=_http.timeout_s(settings),
         )
+        if self._given_up is not None:
+            return self._fallback(self._given_up, call)
         try:
             try:
                 found = self._fetch(call)
             except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
                 raise ProviderError(f"unexpected response ({type(exc).__name__}: {exc})") from None
         except ProviderError as exc:
-            return self._fallback(str(exc))
+            if exc.final:
+                self._given_up = str(exc)
+            return self._fallback(str(exc), call)
         if call.is_future:
             inside = window_points(found.forecast, call.start, call.end)
             if inside:
@@ -191,20 +202,44 @@ class _LiveProvider:
         self._last = found
         return found
 
-    def _fallback(self, reason: str) -> Intensity | None:
+    def _fallback(self, reason: str, call: _Call) -> Intensity | None:
         if self._last is not None:
             then = "the value it gave at the start of the run"
         else:
             then = "the next source (the offline table)"
-        if reason not in self._warned:
-            self._warned.add(reason)
-            logger.warning(
-                "carbontrack: %s gave no carbon intensity (%s); using %s", self.title, reason, then
-            )
+        # One warning per run, naming the provider and the first reason; later failures of the
+        # same run are told quietly (the report's note carries what was used instead).
+        message = "carbontrack: %s gave no carbon intensity (%s); using %s"
+        logger.log(
+            logging.INFO if self._warned else logging.WARNING, message, self.title, reason, then
+        )
+        self._warned = True
         if self._last is None:
             return None
-        note = f"{self.title}: no history for the run ({reason}); the value from its start is used"
+        if call.is_future:
+            note = (
+                f"{self.title}: no forecast for the predicted window ({reason}); the value from "
+                "the start of the run is used"
+            )
+        else:
+            note = (
+                f"{self.title}: no history for the run ({reason}); the value from its start is used"
+            )
         return attrs.evolve(self._last, note=note, points=())
+
+    def _forecast_or_empty(
+        self, fetch: Callable[[], Iterable[IntensityPoint]], start: float
+    ) -> tuple[IntensityPoint, ...]:
+        if self._no_forecast:
+            return ()
+        try:
+            return tuple(p for p in fetch() if p.end_ts > start)
+        except (ProviderError, KeyError, IndexError, TypeError, ValueError) as exc:
+            # The current value is still good; predictions use it instead of a forecast. A
+            # forecast that timed out or is refused to this key is not asked for again.
+            self._no_forecast = isinstance(exc, ProviderError) and exc.final
+            logger.info("carbontrack: %s has no forecast for this run (%s)", self.title, exc)
+            return ()
 
 
 def _to_intensity(points: tuple[IntensityPoint, ...], call: _Call, **fields: Any) -> Intensity:
@@ -215,17 +250,6 @@ def _to_intensity(points: tuple[IntensityPoint, ...], call: _Call, **fields: Any
         gap = f"the provider's data covers {share:.0%} of the run; the rest counts at its mean"
         fields["note"] = f"{fields['note']}; {gap}" if fields.get("note") else gap
     return Intensity(g_per_kwh=weighted_mean(points, call.start, call.end), points=points, **fields)
-
-
-def _forecast_or_empty(
-    title: str, fetch: Callable[[], Iterable[IntensityPoint]], start: float
-) -> tuple[IntensityPoint, ...]:
-    try:
-        return tuple(p for p in fetch() if p.end_ts > start)
-    except (ProviderError, KeyError, IndexError, TypeError, ValueError) as exc:
-        # The current value is still good; predictions use it instead of a forecast.
-        logger.info("carbontrack: %s has no forecast for this run (%s)", title, exc)
-        return ()
 
 
 # -- Electricity Maps ----------------------------------------------------------------------------
@@ -272,8 +296,8 @@ class ElectricityMaps(_LiveProvider):
             raise ProviderError(f"no carbonIntensity for zone {zone} (null in the answer)")
         forecast: tuple[IntensityPoint, ...] = ()
         if call.wants_forecast:
-            forecast = _forecast_or_empty(
-                self.title, lambda: self._forecast(call, zone, headers), call.start
+            forecast = self._forecast_or_empty(
+                lambda: self._forecast(call, zone, headers), call.start
             )
         return Intensity(
             g_per_kwh=float(ci),
@@ -370,8 +394,7 @@ class CarbonIntensityGB(_LiveProvider):
         if call.wants_forecast:
             fpath = f"/{_gb_time(call.start)}/fw{FORECAST_HOURS}h"
             fpath = f"/regional/intensity{fpath}{suffix}" if postcode else f"/intensity{fpath}"
-            forecast = _forecast_or_empty(
-                self.title,
+            forecast = self._forecast_or_empty(
                 lambda: _gb_points(_gb_items(call.get(fpath, cache_s=900)))[0],
                 call.start,
             )
@@ -471,8 +494,7 @@ class EnergiDataService(_LiveProvider):
         forecast: tuple[IntensityPoint, ...] = ()
         if call.wants_forecast:
             start = call.start
-            forecast = _forecast_or_empty(
-                self.title,
+            forecast = self._forecast_or_empty(
                 lambda: _eds_points(
                     self._dataset(call, "CO2EmisProg", start, start + 9 * 3600.0)["records"],
                     areas,
