@@ -551,6 +551,26 @@ def test_sampler_tightens_its_interval_so_no_wrap_is_missed(
     assert sampler.total_j() == pytest.approx(200.0 * elapsed, rel=1e-6)
 
 
+def test_a_long_interval_never_lets_a_counter_wrap_unseen(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # interval_s=600 on an AMD package at 250 W is 150 kJ per interval, more than two wraps of
+    # its 65.5 kJ range, and the sampler has seen no power yet to shorten the interval by.
+    clock = FakeClock()
+    tree = amd_zen(tmp_path, clock=clock, watts=250.0)
+    point_at(monkeypatch, tree)
+    zone = tree.zone("package-0")
+    sampler = sampler_for(clock, interval_s=600.0)
+    sampler.read()
+    before = zone.true_j
+    for _ in range(20):
+        tree.advance(sampler.next_interval())
+        sampler.read()
+    [total] = sampler.totals()
+    assert total.resets == 0
+    assert total.energy_j == pytest.approx(zone.true_j - before, rel=1e-6)
+
+
 # -- end to end -------------------------------------------------------------------------------
 
 

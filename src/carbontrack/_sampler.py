@@ -262,8 +262,8 @@ class Sampler:
         interval = self.interval_s
         with self._lock:
             for s in self._states.values():
-                if s.dropped is None and s.wrap_j and s.peak_w > 0:
-                    interval = min(interval, WRAP_SAFETY * s.wrap_j / s.peak_w)
+                if s.dropped is None and s.wrap_j:  # <= 60 s: no range wraps twice (hw notes 1.5)
+                    interval = min(interval, 60.0, WRAP_SAFETY * s.wrap_j / max(s.peak_w, 1e-9))
         return max(interval, MIN_INTERVAL_S)
 
     # -- thread ------------------------------------------------------------------------------
