@@ -566,3 +566,26 @@ def test_the_cache_can_be_switched_off(em: FakeElectricityMaps) -> None:
     _ask(ElectricityMaps(), settings, "DE")
     _ask(ElectricityMaps(), settings, "DE")
     assert len(em.requests) == 2
+
+
+@pytest.mark.parametrize("month", [1, 7])  # winter (CET) and summer (CEST)
+def test_eds_window_without_a_time_zone_database_is_asked_wider_never_narrower(
+    monkeypatch: pytest.MonkeyPatch, month: int
+) -> None:
+    import datetime as dt
+    import zoneinfo
+
+    from carbontrack.intensity._live import _danish_time
+
+    start = dt.datetime(2025, month, 9, 8, 25, tzinfo=dt.UTC).timestamp()
+    end = start + HOUR
+    exact = (_danish_time(start), _danish_time(end, end=True))
+
+    def missing(key: str) -> zoneinfo.ZoneInfo:
+        raise zoneinfo.ZoneInfoNotFoundError(key)
+
+    monkeypatch.setattr(zoneinfo, "ZoneInfo", missing)
+    wide = (_danish_time(start), _danish_time(end, end=True))
+    # The strings are Danish local times of the same format: they compare as times.
+    assert wide[0] <= exact[0]
+    assert wide[1] >= exact[1]

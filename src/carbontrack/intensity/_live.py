@@ -414,15 +414,19 @@ class CarbonIntensityGB(_LiveProvider):
 _DK_AREAS = ("DK1", "DK2")
 
 
-def _danish_time(ts: float) -> str:
-    """Energi Data Service reads ``start``/``end`` in Danish local time."""
+def _danish_time(ts: float, *, end: bool = False) -> str:
+    """Energi Data Service reads ``start``/``end`` in Danish local time; ``end=True`` for the
+    end of a window."""
     try:
         from zoneinfo import ZoneInfo
 
         tz: dt.tzinfo = ZoneInfo("Europe/Copenhagen")
-    except Exception:  # no tz database here: CET; off by an hour in summer, so ask wider
+    except Exception:
+        # No tz database here: CET (UTC+1). In summer (UTC+2) the server reads that an hour
+        # early, which only widens a start; an end is pushed an hour later so that it widens too.
         tz = dt.timezone(dt.timedelta(hours=1))
-        ts -= 3600.0
+        if end:
+            ts += 3600.0
     return dt.datetime.fromtimestamp(ts, tz).strftime("%Y-%m-%dT%H:%M")
 
 
@@ -458,7 +462,7 @@ class EnergiDataService(_LiveProvider):
             cache_s=0,
             params={
                 "start": _danish_time(start),
-                "end": _danish_time(end),
+                "end": _danish_time(end, end=True),
                 "filter": json.dumps({"PriceArea": list(_DK_AREAS)}, separators=(",", ":")),
                 "sort": "Minutes5UTC DESC",
                 # Ask for every 5-minute record of the window (two price areas, a margin).
