@@ -57,7 +57,6 @@ def test_invalid_values_raise_value_error_naming_option_and_value(
         ({"rapl_psys": "no"}, "rapl_psys='no' is not valid: expected True or False"),
         ({"log_file_prefix": 3}, "log_file_prefix=3 is not valid: expected a string"),
         ({"plugin_options": 3}, "plugin_options=3 is not valid: expected a dict"),
-        ({"plugin_options": {"console": 3}}, "plugin_options={'console': 3} is not valid"),
     ],
 )
 def test_wrong_types_raise_type_error(options: dict[str, object], fragment: str) -> None:
@@ -67,9 +66,7 @@ def test_wrong_types_raise_type_error(options: dict[str, object], fragment: str)
 
 
 def test_unknown_option_lists_the_valid_ones() -> None:
-    with pytest.raises(
-        TypeError, match=r"unknown option\(s\) 'epoch'.*valid options are:.*epochs"
-    ):
+    with pytest.raises(TypeError, match=r"unknown option\(s\) 'epoch'.*valid options are:.*epochs"):
         track(epoch=3)
 
 
