@@ -27,7 +27,7 @@ def main() -> None:
         )
         tracker = Tracker(settings, plugins=[hw], autoload=False, clock=clock)
         tracker.start()
-        sampler = tracker._sampler  # noqa: SLF001 (the benchmark drives the engine directly)
+        sampler = tracker._sampler  # the benchmark drives the engine directly
         warmup_ticks = 3600
         for _ in range(warmup_ticks):
             clock.advance(1.0)

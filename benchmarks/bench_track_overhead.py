@@ -29,6 +29,32 @@ def enter_exit_ms(runs: int = 30) -> float:
     return median(times) * 1000
 
 
+FIRST_USE = """
+import time
+from carbontrack import track
+start = time.perf_counter()
+with track(verbose=0, write_log=False):
+    pass
+print(time.perf_counter() - start)
+"""
+
+
+def first_use_ms(runs: int = 5) -> float:
+    # The first run in a process also loads pluggy, the plugins and their data tables.
+    import subprocess
+    import sys
+
+    times = [
+        float(
+            subprocess.run(
+                [sys.executable, "-c", FIRST_USE], check=True, capture_output=True, text=True
+            ).stdout
+        )
+        for _ in range(runs)
+    ]
+    return median(times) * 1000
+
+
 def sampler_tick_cpu_s(devices: int = 16, ticks: int = 2000) -> float:
     hw = FakeHardware(
         [FakeDevice(f"d{i}", kind="gpu" if i % 2 else "cpu", watts=50.0) for i in range(devices)]
@@ -66,6 +92,9 @@ def slowdown(rounds: int = 7) -> tuple[float, float, float]:
 def main() -> None:
     os.environ.setdefault("CARBONTRACK_DISABLE_PLUGIN_AUTOLOAD", "1")
     print(f"with track(): enter+exit, no hardware: median {enter_exit_ms():.2f} ms (target <= 30)")
+    print(
+        f"first with track() in a fresh process (loads plugins, tables): {first_use_ms():.1f} ms"
+    )
     tick = sampler_tick_cpu_s()
     print(
         f"sampler, 16 fake devices: {tick * 1e6:.1f} us CPU per tick -> "

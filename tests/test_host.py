@@ -116,3 +116,24 @@ def test_implementations_may_take_a_subset_of_arguments() -> None:
     with track(plugins=[Minimal()], verbose=0) as run:
         pass
     assert seen == [run.report]
+
+
+def test_marked_function_without_the_hook_prefix_fails_check_pending() -> None:
+    class NoPrefix:
+        @hookimpl
+        def discover_devices(self) -> list[Device]:
+            return []
+
+    with pytest.raises(pluggy.PluginValidationError, match="discover_devices"):
+        make_plugin_manager(autoload=False, extra_plugins=[NoPrefix()])
+
+
+def test_unmarked_attributes_are_not_hooks() -> None:
+    class Plain:
+        carbontrack_note = "a value, not a hook"
+
+        def helper(self) -> int:
+            return 1
+
+    pm = make_plugin_manager(autoload=False, extra_plugins=[Plain()])
+    assert pm.get_hookcallers(pm.get_plugin("extra-0")) == []
