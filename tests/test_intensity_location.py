@@ -9,6 +9,7 @@ import pytest
 
 from carbontrack._plugins import PluginHost, make_plugin_manager
 from carbontrack.errors import InvalidOption
+from carbontrack.hookspecs import hookimpl
 from carbontrack.intensity._location import check_location, parse_location
 from carbontrack.model import Location
 from carbontrack.settings import make_settings
@@ -167,3 +168,31 @@ def test_geolocation_server_errors_are_retried(caplog: pytest.LogCaptureFixture)
         assert len(geo.requests) == 4
     assert found is not None
     assert found.country == "DK"
+
+
+class _CloudLocator:
+    """A third-party locate plugin (a cloud-metadata look-up, say)."""
+
+    @hookimpl
+    def carbontrack_locate(self, settings: object) -> Location:
+        return Location(country="IE", region=None, source="cloud metadata")
+
+
+def test_the_setting_beats_a_plugin_which_beats_the_config_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('location = "SE"\n', encoding="utf-8")
+    monkeypatch.setenv("CARBONTRACK_CONFIG", str(config))
+
+    def locate(**options: object) -> Location | None:
+        pm = make_plugin_manager(autoload=False, extra_plugins=[_CloudLocator()])
+        found: Location | None = PluginHost(pm).first(
+            "carbontrack_locate", settings=make_settings(**options)
+        )
+        return found
+
+    assert locate(location="DE") == Location(country="DE", region=None, source="setting")
+    found = locate()
+    assert found is not None
+    assert (found.country, found.source) == ("IE", "cloud metadata")
