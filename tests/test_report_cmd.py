@@ -146,6 +146,37 @@ def test_killed_run_uses_the_last_checkpoint_and_says_so(tmp_path: Path) -> None
     assert "checkpoint" in summary.note
 
 
+def test_killed_run_adds_the_epochs_logged_after_its_last_checkpoint(tmp_path: Path) -> None:
+    # Checkpoints come every checkpoint_s (60 s by default), epoch lines at every epoch: a run
+    # killed between two checkpoints has lost nothing that its later epoch lines still say.
+    fake_run(tmp_path, epochs=3)
+    (log,) = tmp_path.glob("*.jsonl")
+    lines = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+    assert [line["type"] for line in lines] == ["header", "epoch", "epoch", "epoch", "report"]
+    final = lines[-1]["report"]
+    first = final["epochs"][0]
+    checkpoint = dict(
+        final,
+        final=False,
+        epochs=[first],
+        duration_s=first["duration_s"],
+        energy_j=first["energy_j"],
+        facility_energy_j=first["energy_j"] * 1.5,
+        co2eq_g=first["co2eq_g"],
+    )
+    killed = [lines[0], lines[1], {"type": "checkpoint", "report": checkpoint}, *lines[2:4]]
+    log.write_text("\n".join(json.dumps(line) for line in killed) + "\n", encoding="utf-8")
+    summary = parse_run_log(log, [])
+    assert summary is not None
+    assert not summary.complete
+    assert summary.epochs == 3
+    assert summary.energy_kwh == pytest.approx(3 * 1000.0 / J_PER_KWH)
+    assert summary.facility_energy_kwh == pytest.approx(3 * 1500.0 / J_PER_KWH)
+    assert summary.duration_s == pytest.approx(30.0)
+    assert summary.co2eq_g == pytest.approx(sum(e["co2eq_g"] for e in final["epochs"]))
+    assert "2 epoch line(s) after it" in summary.note
+
+
 def test_corrupt_line_is_skipped_with_a_warning_naming_file_and_line(tmp_path: Path) -> None:
     fake_run(tmp_path, epochs=2)
     (log,) = tmp_path.glob("*.jsonl")

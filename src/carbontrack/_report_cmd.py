@@ -123,6 +123,7 @@ def parse_run_log(path: Path, warnings: list[str]) -> RunSummary | None:
     line skipped. Returns ``None`` when the log holds no measurement at all."""
     final: RunSummary | None = None
     checkpoint: RunSummary | None = None
+    checkpoint_line = 0
     header: Mapping[str, Any] | None = None
     epochs: list[tuple[int, Mapping[str, Any]]] = []
     killed = "no final report (killed?): figures from the last checkpoint"
@@ -144,14 +145,62 @@ def parse_run_log(path: Path, warnings: list[str]) -> RunSummary | None:
             if kind == "report":
                 final = summary
             else:
-                checkpoint = summary
+                checkpoint, checkpoint_line = summary, number
         elif kind == "header":
             header = line
         elif kind == "epoch" and isinstance(line.get("epoch"), Mapping):
             epochs.append((number, line["epoch"]))
-    if final is not None or checkpoint is not None:
-        return final or checkpoint
+    if final is not None:
+        return final
+    if checkpoint is not None:
+        later = [(n, e) for n, e in epochs if n > checkpoint_line]
+        return _checkpoint_and_later_epochs(path, checkpoint, later, warnings)
     return _summary_from_epochs(path, header, epochs, warnings)
+
+
+def _checkpoint_and_later_epochs(
+    path: Path,
+    checkpoint: RunSummary,
+    later: list[tuple[int, Mapping[str, Any]]],
+    warnings: list[str],
+) -> RunSummary:
+    # A killed run: the last checkpoint, plus the part of each epoch logged after it that ran
+    # past the checkpoint's time (power taken as constant within an epoch). Time between
+    # those epochs is not in any line, so the figure is a lower bound, as the note says.
+    if not later or checkpoint.started_at is None:
+        return checkpoint
+    checkpoint_end = checkpoint.started_at + checkpoint.duration_s
+    pue = checkpoint.facility_energy_kwh / checkpoint.energy_kwh if checkpoint.energy_kwh else None
+    end = checkpoint_end
+    energy_j = co2 = 0.0
+    counted = 0
+    for number, e in later:
+        try:
+            started, duration = _number(e, "started_at"), _number(e, "duration_s")
+            e_j, e_g = _number(e, "energy_j"), _number(e, "co2eq_g")
+        except ValueError as exc:
+            warnings.append(f"{path}:{number}: unreadable epoch ({exc}); line skipped")
+            continue
+        after = started + duration - max(started, checkpoint_end)
+        if after <= 0:
+            continue
+        share = after / duration if duration > 0 else 1.0
+        energy_j += e_j * share
+        co2 += e_g * share
+        end = max(end, started + duration)
+        counted += 1
+    if not counted or pue is None:
+        return checkpoint
+    return attrs.evolve(
+        checkpoint,
+        duration_s=end - checkpoint.started_at,
+        energy_kwh=checkpoint.energy_kwh + energy_j / J_PER_KWH,
+        facility_energy_kwh=checkpoint.facility_energy_kwh + energy_j * pue / J_PER_KWH,
+        co2eq_g=None if checkpoint.co2eq_g is None else checkpoint.co2eq_g + co2,
+        epochs=(checkpoint.epochs or 0) + counted,
+        note=f"no final report (killed?): the last checkpoint and the {counted} epoch line(s) "
+        "after it",
+    )
 
 
 def _summary_from_epochs(
