@@ -137,3 +137,19 @@ def test_unmarked_attributes_are_not_hooks() -> None:
 
     pm = make_plugin_manager(autoload=False, extra_plugins=[Plain()])
     assert pm.get_hookcallers(pm.get_plugin("extra-0")) == []
+
+
+@pytest.mark.parametrize(
+    ("second", "fragment"),
+    [
+        (FakeHardware([FakeDevice("b")]), "two of plugins= are named 'fake'"),
+        (FakeHardware([FakeDevice("b")], name="console"), "'console' is a built-in plugin"),
+    ],
+)
+def test_extra_plugins_with_a_taken_name_are_refused_with_the_fix(
+    second: FakeHardware, fragment: str
+) -> None:
+    plugins = [FakeHardware([FakeDevice("a")]), second]
+    with pytest.raises(ValueError, match=fragment) as info:
+        track(plugins=plugins, verbose=0, write_log=False).__enter__()
+    assert "name=" in str(info.value)  # says how to fix it

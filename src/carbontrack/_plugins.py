@@ -21,7 +21,7 @@ import attrs
 import pluggy
 
 from carbontrack import hookspecs
-from carbontrack.errors import PluginLoadError
+from carbontrack.errors import InvalidOption, PluginLoadError
 from carbontrack.model import PluginFailure
 
 __all__ = [
@@ -150,9 +150,21 @@ def make_plugin_manager(
             raise PluginLoadError(
                 f"built-in plugin {name!r} ({spec}) failed to load: {exc}"
             ) from exc
+    builtin_names = {name for name, _ in BUILTIN_PLUGINS}
     for index, plugin in enumerate(extra_plugins):
-        name = getattr(plugin, "name", None) or f"extra-{index}"
-        pm.register(plugin, name=str(name))
+        name = str(getattr(plugin, "name", None) or f"extra-{index}")
+        if pm.has_plugin(name):
+            # pluggy's own error dumps the whole registry; say which name and how to fix it.
+            taken = (
+                f"{name!r} is a built-in plugin"
+                if name in builtin_names
+                else f"two of plugins= are named {name!r}"
+            )
+            raise InvalidOption(
+                f"plugins={list(extra_plugins)!r} is not valid: {taken}; expected a distinct "
+                f"name for each: give {plugin!r} its own name= (its `name` attribute)"
+            )
+        pm.register(plugin, name=name)
     for name in blocked_plugins():
         pm.set_blocked(name)
     if autoload and not os.environ.get(NO_AUTOLOAD_ENV):
