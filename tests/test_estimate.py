@@ -464,6 +464,12 @@ def test_no_powercap_tree_gives_the_reason_and_the_fix(proc: FakeProcFS) -> None
     detail = only_device(discover()).detail
     assert "Not measured: this machine or container exposes no CPU energy counter" in detail
     assert "Fix: measure on bare metal" in detail
+    # /sys/class/powercap holds only links into /sys/devices/virtual/powercap (which container
+    # runtimes mask): the command mounts the zones themselves and points carbontrack at them.
+    assert (
+        "docker run -v /sys/devices/virtual/powercap:/host-powercap:ro "
+        "-e CARBONTRACK_POWERCAP_ROOT=/host-powercap" in detail
+    )
 
 
 def test_in_a_vm_the_reason_says_so_and_warns_about_the_chip_tdp(
@@ -473,13 +479,16 @@ def test_in_a_vm_the_reason_says_so_and_warns_about_the_chip_tdp(
     detail = only_device(discover()).detail
     assert "a virtual machine exposes no CPU energy counter" in detail
     assert "set cpu_tdp_w to your share" in detail
+    assert "docker" not in detail  # a VM has no RAPL to mount
 
 
 def test_masked_rapl_zones_are_the_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, proc: FakeProcFS
 ) -> None:
     use(monkeypatch, FakeProcFS(tmp_path / "ctr", masked_rapl_zones=["intel-rapl:0"]))
-    assert "Not measured: the RAPL zones in" in only_device(discover()).detail
+    detail = only_device(discover()).detail
+    assert "Not measured: the RAPL zones in" in detail
+    assert "-e CARBONTRACK_POWERCAP_ROOT=/host-powercap" in detail
 
 
 def test_with_rapl_zones_the_rapl_backend_gives_the_reason(

@@ -563,15 +563,26 @@ def _not_measured(cpu: CpuInfo) -> tuple[str, str] | None:
     # that mask the tree) without a word; so the reason is ours to give in that case too.
     if any(_readable(zone / "name") for zone in entries):
         return None  # the rapl backend says why it could not read them
+    meanwhile = "meanwhile set cpu_tdp_w to the rated power of the CPUs you use"
+    if cpu.virtual and not entries:
+        return (
+            f"a virtual machine exposes no CPU energy counter ({powercap}/intel-rapl* is missing)",
+            f"measure on bare metal (VMs rarely expose RAPL); {meanwhile}",
+        )
     if entries:
         what = f"the RAPL zones in {powercap} are masked (dangling links: a container?)"
     else:
-        where = "a virtual machine" if cpu.virtual else "this machine or container"
-        what = f"{where} exposes no CPU energy counter ({powercap}/intel-rapl* is missing)"
+        what = (
+            "this machine or container exposes no CPU energy counter "
+            f"({powercap}/intel-rapl* is missing)"
+        )
+    # /sys/class/powercap holds only links into /sys/devices/virtual/powercap, which container
+    # runtimes mask: mount the zones themselves somewhere else and point carbontrack there.
     return (
         what,
-        "measure on bare metal (in a container, mount /sys/class/powercap read-only); "
-        "meanwhile set cpu_tdp_w to the rated power of the CPUs you use",
+        "measure on bare metal; in a container on a bare-metal host, mount the host's RAPL zones "
+        "and run as root: docker run -v /sys/devices/virtual/powercap:/host-powercap:ro "
+        f"-e {POWERCAP_ROOT_ENV}=/host-powercap ...; {meanwhile}",
     )
 
 
