@@ -9,6 +9,7 @@ import pytest
 from carbontrack import InvalidOption
 from carbontrack.compat import CarbonTracker
 from carbontrack.testing import FakeDevice, FakeHardware
+from carbontrack.testing.intensity import FakeElectricityMaps
 
 
 @pytest.fixture
@@ -213,6 +214,26 @@ def test_set_api_keys_applies_to_the_final_intensity(fake_gpus: FakeHardware) ->
     tracker.set_api_keys({"energidataservice": "b"})
     assert tracker.settings.api_keys == {"electricitymaps": "a", "energidataservice": "b"}
     tracker.stop()
+
+
+def test_a_key_set_after_construction_reaches_the_live_provider(
+    fake_gpus: FakeHardware, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # carbontracker's set_api_keys() never reached its intensity thread; ours must.
+    with FakeElectricityMaps(lambda _ts: 123.0) as em:
+        for name, value in {**em.env(), "CARBONTRACK_LOCATION": "DE"}.items():
+            monkeypatch.setenv(name, value)
+        without = CarbonTracker(epochs=1, verbose=0)
+        without.stop()
+        tracker = CarbonTracker(epochs=1, verbose=0)
+        tracker.set_api_keys({"electricitymaps": em.key})
+        tracker.epoch_start()
+        tracker.epoch_end()
+    assert without.report is not None
+    assert "Electricity Maps" not in without.report.intensity.source
+    assert tracker.report is not None
+    assert tracker.report.intensity.g_per_kwh == pytest.approx(123.0)
+    assert "Electricity Maps" in tracker.report.intensity.source
 
 
 def test_calls_after_the_run_are_no_ops_like_carbontracker(fake_gpus: FakeHardware) -> None:
