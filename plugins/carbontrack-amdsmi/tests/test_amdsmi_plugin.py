@@ -56,12 +56,22 @@ def test_no_amdsmi_with_the_amdgpu_driver_loaded_says_how_to_install_it(
 @pytest.mark.parametrize(
     ("code", "fix_says"), [(NO_PERM, "usermod -aG render,video"), (8, "ROCM_PATH")]
 )
-def test_init_failure_is_unavailable_with_the_fix_for_its_cause(code: int, fix_says: str) -> None:
+def test_init_failure_is_unavailable_with_the_fix_for_its_cause(
+    code: int, fix_says: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("CARBONTRACK_AMDGPU_DRIVER_DIR", str(tmp_path))  # amdgpu is loaded
     fake = FakeAmdSmi([gpu("0000:c1:00.0")], init_error=code)
     with fake.installed():
         (entry,) = discover()
     assert isinstance(entry, Unavailable)
     assert fix_says in entry.fix
+
+
+def test_init_failure_without_the_amdgpu_driver_means_no_devices_and_no_noise() -> None:
+    # amdsmi installed (a ROCm image) on a machine without AMD GPUs: nothing to report.
+    fake = FakeAmdSmi([], init_error=8)
+    with fake.installed():
+        assert discover() == []
 
 
 def test_gpus_with_energy_counters_are_counter_devices(two_gpus: FakeAmdSmi) -> None:

@@ -171,10 +171,11 @@ class AmdSmiPlugin:
         """The visible AMD GPUs; ``Unavailable`` when they exist but amdsmi cannot read them."""
         if not settings.wants("gpu"):
             return []  # no library to load, nothing to shut down
+        driver_loaded = Path(os.environ.get(DRIVER_ENV) or DEFAULT_DRIVER_DIR).is_dir()
         try:
             smi = _load()
         except (ImportError, OSError) as exc:  # OSError: libamd_smi.so itself failed to load
-            if Path(os.environ.get(DRIVER_ENV) or DEFAULT_DRIVER_DIR).is_dir():
+            if driver_loaded:
                 return self._unavailable(
                     f"the amdsmi package cannot be loaded ({exc})", FIX_INSTALL
                 )
@@ -186,6 +187,8 @@ class AmdSmiPlugin:
         try:
             smi.amdsmi_init(smi.AmdSmiInitFlags.INIT_AMD_GPUS)
         except errors as exc:
+            if not driver_loaded:
+                return []  # amdsmi installed (a ROCm image) where there is no AMD GPU
             fix = FIX_PERMISSION if _error_code(exc) == NO_PERM else FIX_INSTALL
             return self._unavailable(f"amdsmi_init failed: {exc}", fix)
         self._smi, self._errors = smi, errors
