@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -39,13 +40,33 @@ def test_amd_energy_reports_socket_counters_not_the_cores_inside_them(tree: Fake
     assert {(d.kind, d.method, d.backend) for d in found} == {("cpu", "counter", "hwmon")}
 
 
-def test_amd_energy_is_skipped_when_rapl_counts_the_same_sockets(tree: FakeHwmonTree) -> None:
+def test_amd_energy_is_skipped_when_rapl_counts_the_same_sockets(
+    tree: FakeHwmonTree, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("CARBONTRACK_DISABLE_PLUGINS", "nvml,powermetrics,estimate")
     tree.add_amd_energy(sockets=1)
     tree.add_rapl_package()
     assert devices() == []
+    # Asked for anyway: taken, with a warning that the sockets now count twice.
     assert [d.name for d in devices(plugin_options={"hwmon": {"include": ["amd_energy"]}})] == [
         "amd_energy Esocket0"
     ]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "CARBONTRACK_DISABLE_PLUGINS=rapl" in warnings[0]
+
+
+def test_amd_energy_stands_in_when_the_rapl_plugin_is_disabled(
+    tree: FakeHwmonTree, caplog: pytest.LogCaptureFixture
+) -> None:
+    # conftest blocks rapl: readable RAPL counters that nobody reads measure nothing.
+    tree.add_amd_energy(sockets=1)
+    tree.add_rapl_package()
+    assert [d.name for d in devices()] == ["amd_energy Esocket0"]
+    assert [d.name for d in devices(plugin_options={"hwmon": {"include": ["amd_energy"]}})] == [
+        "amd_energy Esocket0"
+    ]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_grace_takes_the_grace_meter_of_each_socket(tree: FakeHwmonTree) -> None:

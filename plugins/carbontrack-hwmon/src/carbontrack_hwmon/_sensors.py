@@ -40,6 +40,8 @@ INCLUDE_ENV = "CARBONTRACK_HWMON_INCLUDE"
 #: Where the RAPL counters are, to know whether ``amd_energy`` would duplicate them.
 POWERCAP_ENV = "CARBONTRACK_POWERCAP_ROOT"
 DEFAULT_POWERCAP_ROOT = "/sys/class/powercap"
+#: carbontrack's block list: a disabled ``rapl`` backend measures nothing that amd_energy repeats.
+DISABLE_ENV = "CARBONTRACK_DISABLE_PLUGINS"
 
 _PSU_NAMES = ("pmbus", "dps920ab", "ibm-cffps", "fsp-3y", "bel-pfe", "ipsps", "acbel-fsg032")
 #: Power-supply drivers (PMBus family) whose ``pin`` sensor is the PSU's input power; newer
@@ -137,7 +139,11 @@ def _label(chip: Chip, family: str, index: int) -> str:
     return chip.text(f"{family}{index}_label") or f"{family}{index}"
 
 
-def _rapl_readable() -> bool:
+def _rapl_measures() -> bool:
+    """Whether carbontrack's ``rapl`` backend reads the package counters in this run."""
+    disabled = os.environ.get(DISABLE_ENV, "").split(",")
+    if "rapl" in (name.strip() for name in disabled):
+        return False  # readable counters that nobody reads measure nothing
     root = Path(os.environ.get(POWERCAP_ENV) or DEFAULT_POWERCAP_ROOT)
     if not root.is_dir():
         return False
@@ -206,8 +212,10 @@ def choose_sensors(chips: list[Chip], include: Collection[str] = ()) -> list[Sen
     """The sensors to measure, disjoint from each other and from the built-in backends.
 
     By default: ``amd_energy`` socket counters (only when the RAPL package counters, which
-    hold the same figure, cannot be read) and NVIDIA Grace power meters. ``include`` adds
-    ``amdgpu`` (GPU power; the APU figure contains the CPU), any other driver by name, or
+    hold the same figure, cannot be read or the ``rapl`` backend is disabled) and NVIDIA Grace
+    power meters. ``include`` adds ``amd_energy`` anyway (with a warning while ``rapl`` counts
+    the sockets too), ``amdgpu`` (GPU power; the APU figure contains the CPU), any other driver
+    by name, or
     ``system``: whole-machine meters (PSU inputs, ACPI power meters), which then replace
     everything else this plugin would report, since they contain it.
     """
@@ -215,7 +223,14 @@ def choose_sensors(chips: list[Chip], include: Collection[str] = ()) -> list[Sen
         return list(_system(chips))
     chosen: list[Sensor] = []
     if any(c.driver == "amd_energy" for c in chips):
-        if "amd_energy" in include or not _rapl_readable():
+        rapl = _rapl_measures()
+        if "amd_energy" in include and rapl:
+            logger.warning(
+                "hwmon: amd_energy is included although the rapl backend measures the same "
+                "sockets, so the CPU counts twice; set CARBONTRACK_DISABLE_PLUGINS=rapl to "
+                "measure through amd_energy alone"
+            )
+        if "amd_energy" in include or not rapl:
             for chip in chips:
                 if chip.driver == "amd_energy":
                     chosen.extend(_amd_energy(chip))
