@@ -125,6 +125,7 @@ def test_electricitymaps_forecast_for_an_epoch_run(em: FakeElectricityMaps) -> N
     assert found is not None
     assert len(found.forecast) == 24
     assert found.forecast[1].g_per_kwh == _hourly(math.floor(NOW / HOUR) * HOUR + HOUR)
+    assert all(p.is_forecast for p in found.forecast)
     assert em.paths() == ["/carbon-intensity/latest", "/carbon-intensity/forecast"]
 
 
@@ -306,6 +307,8 @@ def test_gb_national_history_uses_actuals_and_says_which_are_forecasts(
     assert len(found.points) == 3  # half-hours from 24 minutes past the previous hour to now
     assert all(p.end_ts - p.start_ts == 1800 for p in found.points)
     assert "1 of 3 half-hours are forecasts" in found.note
+    # The report says which values were forecasts: the current half-hour has no actual yet.
+    assert [p.is_forecast for p in found.points] == [False, False, True]
     (path,) = gb.paths()
     assert path.startswith("/intensity/")
     assert path.count("/") == 3
@@ -429,6 +432,7 @@ def test_eds_asks_for_every_record_of_a_long_run(eds: FakeEnergiDataService) -> 
     found = _ask(EnergiDataService(), _eds_settings(eds), "DK", NOW - 10 * HOUR, NOW)
     assert found is not None
     assert len(found.points) == 10 * 12
+    assert not any(p.is_forecast for p in found.points)
     assert found.note == ""
     assert int(eds.requests[0].query["limit"]) >= 2 * 11 * 12
 
@@ -439,6 +443,7 @@ def test_eds_forecast_uses_co2emisprog(eds: FakeEnergiDataService) -> None:
     assert found is not None
     assert [r.path for r in eds.requests] == ["/dataset/CO2Emis", "/dataset/CO2EmisProg"]
     assert len(found.forecast) >= 9 * 12
+    assert all(p.is_forecast for p in found.forecast)
     assert found.forecast[-1].start_ts > NOW + 8 * HOUR
 
 

@@ -130,11 +130,13 @@ class Location:
 
 @attrs.frozen
 class IntensityPoint:
-    """Carbon intensity over ``[start_ts, end_ts)`` (Unix seconds)."""
+    """Carbon intensity over ``[start_ts, end_ts)`` (Unix seconds); ``is_forecast`` marks a
+    provider's forecast rather than a measured (or estimated past) value."""
 
     start_ts: float
     end_ts: float
     g_per_kwh: float
+    is_forecast: bool = False
 
 
 @attrs.frozen

@@ -312,7 +312,7 @@ class ElectricityMaps(_LiveProvider):
             "/carbon-intensity/forecast", params={"zone": zone}, headers=headers, cache_s=900
         )
         return [
-            IntensityPoint(_ts(p["datetime"]), _ts(p["datetime"]) + 3600.0, float(ci))
+            IntensityPoint(_ts(p["datetime"]), _ts(p["datetime"]) + 3600.0, float(ci), True)
             for p in data["forecast"]
             if (ci := p.get("carbonIntensity")) is not None
         ]
@@ -346,10 +346,11 @@ def _gb_points(items: Iterable[dict[str, Any]]) -> tuple[tuple[IntensityPoint, .
     for item in items:
         intensity = item["intensity"]
         value = intensity.get("actual")
-        if value is None:  # regional data and the future have only the forecast
+        is_forecast = value is None  # regional data and the future have only the forecast
+        if is_forecast:
             value = intensity["forecast"]
             forecasts += 1
-        points.append(IntensityPoint(_ts(item["from"]), _ts(item["to"]), float(value)))
+        points.append(IntensityPoint(_ts(item["from"]), _ts(item["to"]), float(value), is_forecast))
     return tuple(points), forecasts
 
 
@@ -431,7 +432,7 @@ def _danish_time(ts: float, *, end: bool = False) -> str:
 
 
 def _eds_points(
-    records: Iterable[dict[str, Any]], areas: Sequence[str]
+    records: Iterable[dict[str, Any]], areas: Sequence[str], *, is_forecast: bool = False
 ) -> tuple[IntensityPoint, ...]:
     # DK1 and DK2 mostly carry the same all-Denmark value; where both are asked for, average.
     by_time: dict[float, list[float]] = {}
@@ -439,7 +440,10 @@ def _eds_points(
         if rec.get("PriceArea") not in areas or rec.get("CO2Emission") is None:
             continue
         by_time.setdefault(_ts(rec["Minutes5UTC"]), []).append(float(rec["CO2Emission"]))
-    return tuple(IntensityPoint(t, t + 300.0, sum(v) / len(v)) for t, v in sorted(by_time.items()))
+    return tuple(
+        IntensityPoint(t, t + 300.0, sum(v) / len(v), is_forecast)
+        for t, v in sorted(by_time.items())
+    )
 
 
 class EnergiDataService(_LiveProvider):
@@ -502,6 +506,7 @@ class EnergiDataService(_LiveProvider):
                 lambda: _eds_points(
                     self._dataset(call, "CO2EmisProg", start, start + 9 * 3600.0)["records"],
                     areas,
+                    is_forecast=True,
                 ),
                 call.start,
             )
