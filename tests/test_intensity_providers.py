@@ -594,3 +594,17 @@ def test_eds_window_without_a_time_zone_database_is_asked_wider_never_narrower(
     # The strings are Danish local times of the same format: they compare as times.
     assert wide[0] <= exact[0]
     assert wide[1] >= exact[1]
+
+
+def test_api_keys_never_show_in_settings_repr_or_option_errors() -> None:
+    from carbontrack.errors import InvalidOption
+    from carbontrack.settings import make_settings as settings_of
+
+    settings = settings_of(api_keys={"electricitymaps": KEY})
+    assert KEY not in repr(settings)
+    assert "electricitymaps" in repr(settings)
+    # A key given as a bare string (a common slip) is not echoed back either.
+    with pytest.raises((InvalidOption, TypeError)) as info:
+        settings_of(api_keys=KEY)
+    assert KEY not in str(info.value)
+    assert "api_keys" in str(info.value)

@@ -139,7 +139,10 @@ def _check_on_budget(_inst: object, _attr: object, value: Any) -> None:
 
 def _check_api_keys(_inst: object, _attr: object, value: Any) -> None:
     if not isinstance(value, Mapping):
-        raise TypeError(f"api_keys={value!r} is not valid: expected a dict of provider: key")
+        # The value is not echoed: a bare string here is most likely the key itself.
+        raise TypeError(
+            f"api_keys (a {type(value).__name__}) is not valid: expected a dict of provider: key"
+        )
     for k, v in value.items():
         if not isinstance(k, str) or not isinstance(v, str) or not v:
             raise _fail("api_keys", {k: "..."}, "provider names and non-empty string keys")
@@ -231,7 +234,11 @@ class Settings:
         default=None,
         validator=_number("intensity_g_per_kwh", minimum=0, strict=False, optional=True),
     )
-    api_keys: Mapping[str, str] = attrs.field(factory=dict, validator=_check_api_keys)
+    api_keys: Mapping[str, str] = attrs.field(
+        factory=dict,
+        validator=_check_api_keys,
+        repr=lambda keys: repr(dict.fromkeys(keys, "***")),  # never a key in a log or traceback
+    )
     pue: float = attrs.field(
         default=DEFAULT_PUE,
         converter=_to_pue,
