@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +16,8 @@ from carbontrack import Device, Reading, Unavailable, make_settings
 
 from carbontrack_hwmon import plugin
 from carbontrack_hwmon.testing import FakeHwmonTree
+
+NOBODY = 65534
 
 
 def discover(**options: Any) -> list[Device | Unavailable]:
@@ -182,14 +189,39 @@ def test_a_vanished_sensor_file_is_a_failed_read(tree: FakeHwmonTree) -> None:
     assert "energy" in (read(socket).error or "")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
+@contextlib.contextmanager
+def unprivileged() -> Iterator[None]:
+    """Run the body as a user without root's override of file modes (CI runs as root)."""
+    if os.geteuid() != 0:
+        yield
+        return
+    try:
+        os.seteuid(NOBODY)
+    except OSError as exc:  # a sandbox without CAP_SETUID
+        pytest.skip(f"cannot drop root privileges here ({exc})")
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+
+
 def test_unreadable_sensors_are_unavailable_with_the_chmod_that_fixes_them(
-    tree: FakeHwmonTree,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    chip = tree.add_amd_energy(sockets=2)
-    for sensor in chip.sensors:
-        sensor.make_unreadable()
-    (entry,) = discover()
+    # A tree that the unprivileged user can walk (pytest's tmp_path is root's alone).
+    base = Path(tempfile.mkdtemp(prefix="carbontrack-hwmon-"))
+    base.chmod(0o755)
+    try:
+        tree = FakeHwmonTree(base / "hwmon")
+        for key, value in tree.environ.items():
+            monkeypatch.setenv(key, value)
+        chip = tree.add_amd_energy(sockets=2)
+        for sensor in chip.sensors:
+            sensor.make_unreadable()
+        with unprivileged():
+            (entry,) = discover()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
     assert isinstance(entry, Unavailable)
     assert entry.kind == "cpu"
     assert entry.fix.startswith("sudo chmod a+r ")

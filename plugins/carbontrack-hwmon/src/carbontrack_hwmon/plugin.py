@@ -49,9 +49,13 @@ def carbontrack_discover_devices(settings: Settings) -> list[Device | Unavailabl
     found: list[Device | Unavailable] = []
     denied: dict[str, list[str]] = {}
     for sensor in choose_sensors(scan(hwmon_root()), _include(settings)):
-        if not os.access(sensor.path, os.R_OK):
+        try:
+            _read_file(str(sensor.path))  # a real read: os.access() asks about the real uid
+        except PermissionError:
             denied.setdefault(sensor.kind, []).append(str(sensor.path))
             continue
+        except OSError:
+            pass  # not a permission problem: the reads report it, naming the file
         found.append(
             Device(
                 id=sensor.id,
