@@ -608,3 +608,18 @@ def test_api_keys_never_show_in_settings_repr_or_option_errors() -> None:
         settings_of(api_keys=KEY)
     assert KEY not in str(info.value)
     assert "api_keys" in str(info.value)
+
+
+def test_one_question_waits_at_most_the_timeout_in_all(em: FakeElectricityMaps) -> None:
+    # Latest and forecast each answer slowly but within the timeout: together they must not
+    # hold the run for longer than one timeout (the forecast is dropped, the latest kept).
+    em.hang_s = 0.3
+    em.fail("timeout", times=3)
+    settings = _em_settings(em, epochs=10, intensity_options={"urls": em.urls(), "timeout_s": 0.4})
+    began = time.monotonic()
+    found = _ask(ElectricityMaps(), settings, "DE")
+    waited = time.monotonic() - began
+    assert found is not None
+    assert found.g_per_kwh == _hourly(NOW)
+    assert found.forecast == ()
+    assert waited < 0.55

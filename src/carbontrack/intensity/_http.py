@@ -234,6 +234,16 @@ def _redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+def _wait(timeout: float, deadline: float | None) -> float:
+    """Seconds one attempt may wait: ``timeout``, or less where ``deadline`` is nearer."""
+    if deadline is None:
+        return timeout
+    wait = min(timeout, deadline - time.monotonic())
+    if wait <= 0.01:
+        raise ProviderError(f"no answer within {timeout:g} s (timeout)")
+    return wait
+
+
 def get_json(
     url: str,
     *,
@@ -242,11 +252,13 @@ def get_json(
     timeout: float = DEFAULT_TIMEOUT_S,
     cache_s: float = 0.0,
     secrets: Iterable[str] = (),
+    deadline: float | None = None,
 ) -> Any:
     """GET ``url`` and decode its JSON, with one retry on a 5xx or a refused connection.
 
     A response younger than ``cache_s`` seconds is served from the disk cache (the key is the
-    URL with its query; headers, and so API keys, are not part of it). Raises
+    URL with its query; headers, and so API keys, are not part of it). ``deadline`` (a
+    ``time.monotonic()`` value) caps the wait of every attempt, the retry included. Raises
     ``ProviderError`` with the reason (HTTP status and server message, timeout, malformed JSON).
     """
     import urllib.error
@@ -273,7 +285,7 @@ def get_json(
     for attempt in range(attempts):
         last = attempt == attempts - 1
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            with urllib.request.urlopen(request, timeout=_wait(timeout, deadline)) as response:
                 body = response.read()
         except urllib.error.HTTPError as exc:
             message = _redact(_server_message(exc.read()), secrets)

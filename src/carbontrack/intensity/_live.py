@@ -94,6 +94,10 @@ class _Call:
     base: str
     key: str | None
     timeout: float
+    #: ``time.monotonic()`` by which the whole question must be answered: its requests
+    #: (history, latest, forecast, retries) share one timeout, so a slow API holds a run up
+    #: for one timeout at most.
+    deadline: float
 
     def get(self, path: str, *, cache_s: float = CACHE_S, **kwargs: Any) -> Any:
         headers = kwargs.pop("headers", None)
@@ -106,6 +110,7 @@ class _Call:
             timeout=self.timeout,
             cache_s=cache_s,
             secrets=(self.key,) if self.key else (),
+            deadline=self.deadline,
         )
 
     @property
@@ -177,6 +182,7 @@ class _LiveProvider:
             base=_http.base_url(settings, self.name, self.default_url),
             key=key,
             timeout=_http.timeout_s(settings),
+            deadline=time.monotonic() + _http.timeout_s(settings),
         )
         if self._given_up is not None:
             return self._fallback(self._given_up, call)
