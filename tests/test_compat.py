@@ -165,6 +165,27 @@ def test_sim_cpu_and_sim_gpu_are_labelled_models(monkeypatch: pytest.MonkeyPatch
     }
 
 
+def test_sim_cpu_replaces_the_builtin_cpu_estimate(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As in carbontracker, a simulated CPU replaces CPU detection: never summed with the
+    # estimate. A fake model CPU stands for the built-in estimate, registered before, as it is.
+    estimate = FakeHardware([FakeDevice("cpu", method="model", watts=20.0)], name="cpu-estimate")
+    import carbontrack._plugins as plugins
+
+    original = plugins.make_plugin_manager
+
+    def with_estimate(*, autoload: bool = True, extra_plugins: tuple[object, ...] = ()) -> object:
+        return original(autoload=autoload, extra_plugins=(estimate, *extra_plugins))
+
+    monkeypatch.setattr(plugins, "make_plugin_manager", with_estimate)
+    plain = CarbonTracker(epochs=1, verbose=0)
+    assert plain.stop() is not None
+    assert [d.backend for d in plain.report.devices] == ["cpu-estimate"]
+    tracker = CarbonTracker(epochs=1, verbose=0, sim_cpu="Xeon X", sim_cpu_tdp=200)
+    report = tracker.stop()
+    assert report is not None
+    assert [(d.kind, d.backend) for d in report.devices] == [("cpu", "simulated")]
+
+
 def test_a_measured_device_beats_a_simulated_one(fake_gpus: FakeHardware) -> None:
     tracker = CarbonTracker(epochs=1, verbose=0, sim_gpu="Fake GPU", sim_gpu_watts=250)
     tracker.stop()

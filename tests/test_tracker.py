@@ -222,6 +222,26 @@ def test_model_device_is_dropped_where_a_measured_one_exists() -> None:
     assert run.report.estimated
 
 
+def test_one_kind_is_modelled_by_one_plugin_only() -> None:
+    # Two models of the machine's CPU (carbontracker's sim_cpu beside the built-in estimate)
+    # would sum the same CPU twice: the plugin asked first keeps the kind (the last registered:
+    # plugins= and installed ones before the built-ins).
+    first = FakeHardware([FakeDevice("cpu-sim", method="model", watts=100.0)], name="sim")
+    second = FakeHardware(
+        [
+            FakeDevice("cpu-model", method="model", watts=80.0),
+            FakeDevice("gpu-model", kind="gpu", method="model", watts=30.0),
+        ],
+        name="model",
+    )
+    with track(plugins=[second, first], **QUIET) as run:
+        pass
+    assert sorted((d.id, d.backend) for d in run.report.devices) == [
+        ("cpu-sim", "sim"),
+        ("gpu-model", "model"),
+    ]
+
+
 def test_estimate_stands_in_when_nothing_is_measured() -> None:
     model = FakeHardware([FakeDevice("cpu-model", method="model", watts=80.0)], name="model")
     with track(plugins=[model], **QUIET) as run:

@@ -171,13 +171,19 @@ class Tracker:
         # A model estimate only stands in where nothing of its kind is measured: the host decides,
         # so plugin order can never put an estimate beside (and on top of) a measurement.
         measured = {d.kind for devs in devices.values() for d in devs if d.method != "model"}
+        # One model per kind, too: two plugins modelling the same kind (compat's sim_cpu and the
+        # built-in estimate) model the same hardware. The plugin asked first keeps it; plugins
+        # given to track() and installed ones are asked before the built-ins.
+        modelled_by: dict[str, str] = {}
         for plugin in list(devices):
-            kept = [
-                d
-                for d in devices[plugin]
-                if d.method != "model"
-                or not _MEASURED_BY.get(d.kind, frozenset({d.kind})) & measured
-            ]
+            kept = []
+            for d in devices[plugin]:
+                if d.method == "model":
+                    if _MEASURED_BY.get(d.kind, frozenset({d.kind})) & measured:
+                        continue
+                    if modelled_by.setdefault(d.kind, plugin) != plugin:
+                        continue
+                kept.append(d)
             if kept:
                 devices[plugin] = kept
             else:
