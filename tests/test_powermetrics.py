@@ -207,6 +207,22 @@ def test_one_process_through_sudo_n_with_the_tracker_interval(fake: FakePowermet
         pm.carbontrack_close_devices(devices_of(found))
 
 
+def test_a_long_tracker_interval_does_not_hold_up_the_start(fake: FakePowermetrics) -> None:
+    # powermetrics sends its first sample one -i after it starts, and discovery waits for it:
+    # with interval_s=10 the user's code would wait 10 s. Samples come at most 1 s apart.
+    started = time.monotonic()
+    found = discover(interval_s=10.0)
+    took = time.monotonic() - started
+    try:
+        assert [d.id for d in devices_of(found)] == ["cpu", "gpu", "ane"]
+        [argv] = fake.invocations("powermetrics")
+        assert argv[argv.index("-i") + 1] == "1000"
+        assert took < 1.0 + pm.FIRST_SAMPLE_GRACE_S
+        assert "one sample every 1 s" in devices_of(found)[0].detail
+    finally:
+        pm.carbontrack_close_devices(devices_of(found))
+
+
 def test_one_read_returns_the_summed_energy_of_every_sample(fake: FakePowermetrics) -> None:
     found = discover()
     devices = devices_of(found)

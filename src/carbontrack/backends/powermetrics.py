@@ -66,6 +66,9 @@ MIN_STALE_S = 1.0
 #: Bytes without a NUL after which the pending text is garbage, not a document being written.
 MAX_PENDING_BYTES = 4 * 1024 * 1024
 _POLL_S = 0.1
+#: The longest powermetrics sampling interval (a longer ``interval_s`` is cut to it): the first
+#: sample, which discovery waits for, comes one interval after the start.
+MAX_SAMPLE_INTERVAL_S = 1.0
 
 _PERMISSION_WORDS = (
     "password is required",
@@ -555,16 +558,17 @@ def discover(settings: Settings) -> list[Device | Unavailable]:
                 "powermetrics needs root and sudo was not found on PATH",
                 "run as root, or put sudo on PATH and " + sudoers_fix(_user_name(), executable),
             )
-    session = PowermetricsSession(
-        command(executable, settings.interval_s, sudo=sudo), interval_s=settings.interval_s
-    )
+    # Samples at most MAX_SAMPLE_INTERVAL_S apart: discovery waits for the first one (it comes
+    # one -i after the start), which must not hold up the user's code for a long interval_s.
+    sample_s = min(settings.interval_s, MAX_SAMPLE_INTERVAL_S)
+    session = PowermetricsSession(command(executable, sample_s, sudo=sudo), interval_s=sample_s)
     try:
         session.start()
     except OSError as exc:
         return _unavailable(
             kinds, f"could not start {session.argv[0]}: {exc}", f"check that {found} runs"
         )
-    first = session.wait_first_sample(settings.interval_s + FIRST_SAMPLE_GRACE_S)
+    first = session.wait_first_sample(sample_s + FIRST_SAMPLE_GRACE_S)
     if first is None:
         reason, stderr = session.failure()
         session.close()
@@ -602,7 +606,7 @@ def discover(settings: Settings) -> list[Device | Unavailable]:
                 name=f"Apple Silicon {_LABELS[kind]}{model}",
                 backend=BACKEND,
                 method=method,
-                detail=_detail(kind, source, settings.interval_s),
+                detail=_detail(kind, source, sample_s),
                 handle=session,
             )
         )
