@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from carbontrack import Device, Reading, Tracker, UsageError, hookimpl, track, track_epochs
-from carbontrack.model import J_PER_KWH
+from carbontrack.model import J_PER_KWH, Report
 from carbontrack.testing import FakeDevice, FakeHardware
 from carbontrack.writers.runlog import read_run_log
 
@@ -100,6 +103,43 @@ def test_bare_decorator_works() -> None:
         return "done"
 
     assert work() == "done"
+
+
+class _Reports:
+    """Keeps every final report (the decorator form has no ``run`` to read it from)."""
+
+    name = "reports"
+
+    def __init__(self) -> None:
+        self.reports: list[Report] = []
+
+    @hookimpl
+    def carbontrack_report_ready(self, report: Report) -> None:
+        self.reports.append(report)
+
+
+def test_decorated_coroutine_function_is_measured_while_it_runs() -> None:
+    seen = _Reports()
+
+    @track(plugins=[_hw(), seen], **QUIET)
+    async def work() -> str:
+        await asyncio.sleep(0.2)
+        return "done"
+
+    assert inspect.iscoroutinefunction(work)
+    assert asyncio.run(work()) == "done"
+    (report,) = seen.reports
+    assert report.duration_s >= 0.2  # the await, not only the creation of the coroutine
+
+
+def test_decorating_a_generator_function_says_what_to_do_instead() -> None:
+    def batches() -> Iterator[int]:
+        yield 1
+
+    with pytest.raises(
+        TypeError, match=r"batches\(\), which is a generator function.*with track\(\)"
+    ):
+        track(**QUIET)(batches)
 
 
 def test_same_track_object_nests_and_runs_in_threads() -> None:

@@ -607,6 +607,26 @@ class _Track:
         tracker.__exit__(*exc_info)
 
     def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
+        # Without these checks the run would cover creating the coroutine or generator (a few
+        # microseconds), not the work, and report a silently wrong, near-zero figure.
+        import inspect  # here: costs milliseconds; `from carbontrack import track` stays light
+
+        if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+            raise TypeError(
+                f"@track() on {func.__qualname__}(), which is a generator function: the run "
+                "would end before the first item. Measure the loop that consumes it with "
+                "`with track():` instead"
+            )
+        if inspect.iscoroutinefunction(func):
+            coroutine_function: Callable[..., Any] = func
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                with self.new_tracker() as _run:
+                    return await coroutine_function(*args, **kwargs)
+
+            return async_wrapper  # type: ignore[return-value]
+
         @functools.wraps(func)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             with self.new_tracker() as _run:
