@@ -106,6 +106,23 @@ def test_whole_machine_meters_are_opt_in(tree: FakeHwmonTree) -> None:
     assert devices() == []
 
 
+def test_system_meters_beside_active_backends_warn_that_the_energy_counts_twice(
+    tree: FakeHwmonTree, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    tree.add_psu(pin_w=450.0)
+    system = {"hwmon": {"include": ["system"]}}
+    # conftest blocks every built-in measuring backend: nothing is inside the PSU twice.
+    assert [d.kind for d in devices(plugin_options=system)] == ["system"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    # rapl and the CPU estimate active: the PSU input holds what they report.
+    monkeypatch.setenv("CARBONTRACK_DISABLE_PLUGINS", "nvml,powermetrics")
+    assert [d.kind for d in devices(plugin_options=system)] == ["system"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "rapl, estimate" in warnings[0]
+    assert "CARBONTRACK_DISABLE_PLUGINS=rapl,nvml,powermetrics,estimate,amdsmi" in warnings[0]
+
+
 def test_system_takes_every_psu_input_and_nothing_inside_it(
     tree: FakeHwmonTree, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -48,6 +48,9 @@ _PSU_NAMES = ("pmbus", "dps920ab", "ibm-cffps", "fsp-3y", "bel-pfe", "ipsps", "a
 #: kernels write hwmon names with ``_`` where the driver's name has ``-``, so both are listed.
 PSU_DRIVERS = frozenset(n for name in _PSU_NAMES for n in (name, name.replace("-", "_")))
 
+#: carbontrack's built-in backends that measure (or estimate) parts of the machine.
+_INSIDE_THE_MACHINE = ("rapl", "nvml", "powermetrics", "estimate")
+
 _ATTR = re.compile(r"^(energy|power)(\d+)_(input|average)$")
 _GRACE = re.compile(r"^(Module|Grace|CPU|SysIO) Power Socket (\d+)$")
 
@@ -139,10 +142,14 @@ def _label(chip: Chip, family: str, index: int) -> str:
     return chip.text(f"{family}{index}_label") or f"{family}{index}"
 
 
+def _disabled() -> frozenset[str]:
+    """The plugins blocked by carbontrack's ``CARBONTRACK_DISABLE_PLUGINS``."""
+    return frozenset(n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip())
+
+
 def _rapl_measures() -> bool:
     """Whether carbontrack's ``rapl`` backend reads the package counters in this run."""
-    disabled = os.environ.get(DISABLE_ENV, "").split(",")
-    if "rapl" in (name.strip() for name in disabled):
+    if "rapl" in _disabled():
         return False  # readable counters that nobody reads measure nothing
     root = Path(os.environ.get(POWERCAP_ENV) or DEFAULT_POWERCAP_ROOT)
     if not root.is_dir():
@@ -220,7 +227,17 @@ def choose_sensors(chips: list[Chip], include: Collection[str] = ()) -> list[Sen
     everything else this plugin would report, since they contain it.
     """
     if "system" in include:
-        return list(_system(chips))
+        meters = list(_system(chips))
+        active = [name for name in _INSIDE_THE_MACHINE if name not in _disabled()]
+        if meters and active:
+            logger.warning(
+                "hwmon: the whole-machine meters hold what %s also report%s, so that energy "
+                "counts twice; measure with the meters alone: "
+                "CARBONTRACK_DISABLE_PLUGINS=rapl,nvml,powermetrics,estimate,amdsmi",
+                ", ".join(active),
+                "s" if len(active) == 1 else "",
+            )
+        return meters
     chosen: list[Sensor] = []
     if any(c.driver == "amd_energy" for c in chips):
         rapl = _rapl_measures()
