@@ -84,3 +84,13 @@ def test_compat_interpretable_false_prints_no_equivalents(
         err = capsys.readouterr().err
         assert "carbontrack: actual" in err
         assert err.count(EQUIVALENTS_LINE) == expected, err
+
+
+def test_intensity_year_is_not_repeated_when_the_source_names_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The offline table's source already says "Denmark 2024"; "... CC BY 4.0) 2024" said it twice.
+    err = _console(capsys, location="DK")
+    (line,) = [line for line in err.splitlines() if line.startswith("  intensity ")]
+    assert line.count("2024") == 1, line
+    assert "Denmark 2024" in line

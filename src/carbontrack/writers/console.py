@@ -147,7 +147,7 @@ def format_report(
             lines.append(f"  ESTIMATE {d.name}: " + (detail or "modelled, not measured"))
     i = report.intensity
     where = report.location.region or report.location.country or "unknown location"
-    year = f" {i.year}" if i.year else ""
+    year = f" {i.year}" if i.year and str(i.year) not in i.source else ""
     lines.append(f"  intensity {i.g_per_kwh:.1f} gCO2eq/kWh ({where}; {i.source}{year}, {i.basis})")
     if report.epochs:
         lines.append(
