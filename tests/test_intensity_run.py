@@ -162,3 +162,38 @@ def test_predictions_use_the_forecast_of_a_live_provider() -> None:
     prediction = run.report.predictions[0]
     assert prediction.forecast_used
     assert "forecast" in prediction.intensity_source
+
+
+def test_a_failing_live_provider_is_named_in_the_report_not_only_in_the_log() -> None:
+    with FakeElectricityMaps() as em:
+        em.fail("401", times=5)
+        options = _quiet(
+            location="DE",
+            api_keys={"electricitymaps": em.key},
+            plugin_options=em.plugin_options(),
+        )
+        with track(plugins=[FakeHardware([FakeDevice("pkg")])], **options) as run:
+            pass
+    report = run.report
+    assert "offline table" in report.intensity.source
+    assert report.intensity.g_per_kwh == 344.14
+    assert "Electricity Maps gave no carbon intensity (HTTP 401" in report.intensity.note
+    assert any("Electricity Maps" in w and "HTTP 401" in w for w in report.warnings)
+    assert em.key not in str(report.to_dict())
+
+
+def test_a_provider_note_does_not_leak_into_the_next_lookup() -> None:
+    from carbontrack.intensity._resolve import current_intensity
+
+    with FakeElectricityMaps() as em:
+        em.fail("500", times=2)
+        settings = make_settings(
+            location="DE", api_keys={"electricitymaps": em.key}, plugin_options=em.plugin_options()
+        )
+        _, failed = current_intensity(settings, autoload=False)
+        _, ok = current_intensity(settings, autoload=False)
+    assert "HTTP 500" in failed.note
+    assert "Electricity Maps" in ok.source
+    assert ok.note == ""
+    _, table = current_intensity(make_settings(location="DE"), autoload=False)
+    assert table.note == ""

@@ -32,6 +32,7 @@ from carbontrack.hookspecs import hookimpl
 from carbontrack.intensity import _http
 from carbontrack.intensity._http import ProviderError
 from carbontrack.intensity._location import gb_postcode
+from carbontrack.intensity._world import provider_failed, take_failures
 from carbontrack.model import Intensity, IntensityPoint, Location
 from carbontrack.settings import Settings
 
@@ -165,6 +166,14 @@ class _LiveProvider:
         self, location: Location, start: float, end: float, settings: Settings
     ) -> Intensity | None:
         """Live intensity for ``location`` when this provider is configured and covers it."""
+        found = self._answer(location, start, end, settings)
+        if found is not None:
+            take_failures()  # a live answer ends the look-up: no one else will tell them
+        return found
+
+    def _answer(
+        self, location: Location, start: float, end: float, settings: Settings
+    ) -> Intensity | None:
         if settings.intensity_g_per_kwh is not None or location.country is None:
             return None
         if self.countries is not None and location.country not in self.countries:
@@ -221,6 +230,7 @@ class _LiveProvider:
         )
         self._warned = True
         if self._last is None:
+            provider_failed(f"{self.title} gave no carbon intensity ({reason})")
             return None
         if call.is_future:
             note = (

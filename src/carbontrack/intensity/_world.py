@@ -6,12 +6,23 @@ marked ``is_fallback`` and says why it was used and how to set the location.
 
 from __future__ import annotations
 
+import threading
+
+import attrs
+
 from carbontrack.hookspecs import hookimpl
 from carbontrack.intensity._table import load_table
 from carbontrack.model import Intensity, Location
 from carbontrack.settings import Settings
 
-__all__ = ["WORLD_G_PER_KWH", "WORLD_YEAR", "table_intensity", "world_intensity"]
+__all__ = [
+    "WORLD_G_PER_KWH",
+    "WORLD_YEAR",
+    "provider_failed",
+    "table_intensity",
+    "take_failures",
+    "world_intensity",
+]
 
 #: World average lifecycle intensity of electricity generation in 2024: 472.94 gCO2eq/kWh
 #: (Ember, Yearly Electricity Data, CC BY 4.0); the shipped table's metadata holds the same.
@@ -20,6 +31,25 @@ WORLD_YEAR = 2024
 WORLD_SOURCE = "Ember Yearly Electricity Data, world average (CC BY 4.0)"
 
 HOW_TO_SET = "Set it with track(location='DK'), CARBONTRACK_LOCATION=DK or --location DK"
+
+
+# Why the live providers asked before this answer gave none, for its note (so the report says
+# it, not only the log). One look-up runs in one thread; whoever answers takes the list.
+_failures = threading.local()
+
+
+def provider_failed(note: str) -> None:
+    """Record that a live provider gave nothing in the current look-up, and why."""
+    pending: list[str] = getattr(_failures, "notes", [])
+    if note not in pending:
+        _failures.notes = [*pending, note]
+
+
+def take_failures() -> list[str]:
+    """The failures recorded in the current look-up, now cleared."""
+    pending: list[str] = getattr(_failures, "notes", [])
+    _failures.notes = []
+    return pending
 
 
 def world_intensity(note: str) -> Intensity:
@@ -61,7 +91,18 @@ def table_intensity(location: Location) -> Intensity | None:
 
 @hookimpl(trylast=True)
 def carbontrack_carbon_intensity(location: Location, settings: Settings) -> Intensity:
-    """Answer last: ``intensity_g_per_kwh``, else the country table, else the world average."""
+    """Answer last: ``intensity_g_per_kwh``, else the country table, else the world average;
+    the note names any live provider that failed before."""
+    failures = take_failures()
+    found = _offline(location, settings)
+    if not failures:
+        return found
+    told = "; ".join(failures)
+    note = f"{told}: {found.note}" if found.note else f"{told}: using {found.source}"
+    return attrs.evolve(found, note=note)
+
+
+def _offline(location: Location, settings: Settings) -> Intensity:
     if settings.intensity_g_per_kwh is not None:
         return Intensity(
             g_per_kwh=float(settings.intensity_g_per_kwh),
