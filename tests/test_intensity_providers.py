@@ -623,3 +623,36 @@ def test_one_question_waits_at_most_the_timeout_in_all(em: FakeElectricityMaps) 
     assert found.g_per_kwh == _hourly(NOW)
     assert found.forecast == ()
     assert waited < 0.55
+
+
+def test_electricitymaps_key_from_the_config_file_and_its_precedence(
+    em: FakeElectricityMaps, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(f'[api_keys]\nelectricitymaps = "{KEY}"\n', encoding="utf-8")
+    monkeypatch.setenv("CARBONTRACK_CONFIG", str(config))
+    assert _ask(ElectricityMaps(), _settings(em), "DE") is not None
+    assert em.requests[-1].headers["auth-token"] == KEY
+    # The environment beats the file, and the option beats both.
+    monkeypatch.setenv("CARBONTRACK_ELECTRICITYMAPS_KEY", "from-env")
+    _ask(ElectricityMaps(), _settings(em, intensity_options={"cache": False}), "DE")
+    assert em.requests[-1].headers["auth-token"] == "from-env"
+    settings = _settings(
+        em, api_keys={"electricitymaps": "from-option"}, intensity_options={"cache": False}
+    )
+    _ask(ElectricityMaps(), settings, "DE")
+    assert em.requests[-1].headers["auth-token"] == "from-option"
+
+
+def test_keyless_providers_switched_on_by_environment_or_config_file(
+    gb: FakeCarbonIntensityGB, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("CARBONTRACK_INTENSITY_PROVIDERS", "energidataservice, carbonintensity-gb")
+    assert _ask(CarbonIntensityGB(), _settings(gb), "GB") is not None
+    monkeypatch.delenv("CARBONTRACK_INTENSITY_PROVIDERS")
+    config = tmp_path / "config.toml"
+    config.write_text('providers = ["carbonintensity-gb"]\n', encoding="utf-8")
+    monkeypatch.setenv("CARBONTRACK_CONFIG", str(config))
+    assert _ask(CarbonIntensityGB(), _settings(gb), "GB") is not None
+    config.write_text("providers = []\n", encoding="utf-8")
+    assert _ask(CarbonIntensityGB(), _settings(gb), "GB") is None
