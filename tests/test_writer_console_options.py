@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -94,3 +95,12 @@ def test_intensity_year_is_not_repeated_when_the_source_names_it(
     (line,) = [line for line in err.splitlines() if line.startswith("  intensity ")]
     assert line.count("2024") == 1, line
     assert "Denmark 2024" in line
+
+
+def test_no_run_log_path_is_printed_when_the_log_could_not_be_written(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    err = _console(capsys, log_dir=tmp_path / "a-file" / "logs")  # cannot be a directory
+    assert "plugin runlog failed in carbontrack_run_started" in err
+    assert "run log:" not in err

@@ -251,6 +251,8 @@ class ConsoleWriter:
             return
         log = None
         if settings.write_log:
-            log = str(run_log_path(settings, report.run_id, report.started_at))
+            path = run_log_path(settings, report.run_id, report.started_at)
+            # A log that could not be written (the failure is listed) is not pointed to.
+            log = str(path) if path.is_file() else None
         details = self._details.pop(report.run_id, None)
         self._print(format_report(report, log, details, equivalents=show_equivalents(settings)))
