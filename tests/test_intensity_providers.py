@@ -656,3 +656,24 @@ def test_keyless_providers_switched_on_by_environment_or_config_file(
     assert _ask(CarbonIntensityGB(), _settings(gb), "GB") is not None
     config.write_text("providers = []\n", encoding="utf-8")
     assert _ask(CarbonIntensityGB(), _settings(gb), "GB") is None
+
+
+def test_the_cache_does_not_grow_without_bound(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import os
+
+    from carbontrack.intensity import _http
+
+    monkeypatch.setenv("CARBONTRACK_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_http, "_PRUNED", set())
+    stale = tmp_path / ("0" * 32 + ".json")
+    stale.write_text('{"key": "old", "at": 0, "data": 1}', encoding="utf-8")
+    os.utime(stale, (time.time() - 3 * 86400, time.time() - 3 * 86400))
+    other = tmp_path / "notes.txt"  # not the cache's: left alone
+    other.write_text("mine", encoding="utf-8")
+    os.utime(other, (0, 0))
+    _http.cache_put("fresh", {"v": 1})
+    assert not stale.exists()
+    assert other.exists()
+    assert _http.cache_get("fresh", 60) == {"v": 1}

@@ -198,6 +198,25 @@ def cache_get(key: str, max_age_s: float) -> Any:
     return entry.get("data") if 0 <= age <= max_age_s else None
 
 
+#: Cache files older than this are deleted (once per process): time-range URLs differ from run
+#: to run, so without pruning the cache would gain a file or two per run for ever.
+CACHE_KEEP_S = 2 * 86400.0
+_PRUNED: set[Path] = set()
+
+
+def _prune(folder: Path) -> None:
+    if folder in _PRUNED:
+        return
+    _PRUNED.add(folder)
+    cutoff = time.time() - CACHE_KEEP_S
+    for old in folder.glob("*.json"):
+        try:
+            if len(old.stem) == 32 and old.stat().st_mtime < cutoff:
+                old.unlink()
+        except OSError:
+            pass  # another process pruned it first, or it is not ours to delete
+
+
 def cache_put(key: str, data: Any) -> None:
     """Remember ``data`` under ``key``; a cache that cannot be written is skipped quietly."""
     path = _cache_file(key)
@@ -208,6 +227,8 @@ def cache_put(key: str, data: Any) -> None:
         tmp.replace(path)
     except OSError:
         logger.debug("carbontrack: cannot write the intensity cache at %s", path, exc_info=True)
+        return
+    _prune(path.parent)
 
 
 # -- HTTP ------------------------------------------------------------------------------------
