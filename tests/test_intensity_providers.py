@@ -677,3 +677,20 @@ def test_the_cache_does_not_grow_without_bound(
     assert not stale.exists()
     assert other.exists()
     assert _http.cache_get("fresh", 60) == {"v": 1}
+
+
+class _EchoingElectricityMaps(FakeElectricityMaps):
+    """A server that quotes the token back in its error (some proxies do)."""
+
+    def answer(self, path: str, query: Any, headers: Any, *, null: bool) -> tuple[int, Any]:
+        return 401, {"error": f"Invalid auth-token {headers.get('auth-token')}"}
+
+
+def test_a_key_quoted_back_by_the_server_is_redacted(caplog: pytest.LogCaptureFixture) -> None:
+    with _EchoingElectricityMaps(key=KEY, now=_fixed) as server:
+        settings = _em_settings(server, location="DE")
+        _, found = current_intensity(settings, autoload=False)
+    assert "Invalid auth-token ***" in caplog.text
+    assert "Invalid auth-token ***" in found.note
+    assert KEY not in caplog.text
+    assert KEY not in found.note
