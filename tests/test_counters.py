@@ -212,3 +212,19 @@ def test_reset_from_above_half_the_range_is_not_counted_as_a_wrap() -> None:
     # Five intervals at 5 W; the one ending in the reset counts nothing (not ~100 J of "wrap").
     assert total.resets == 1
     assert total.energy_j == pytest.approx(20.0)
+
+
+def test_devices_dropped_for_one_cause_give_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    hw = FakeHardware(
+        [FakeDevice(k, kind=k, watts=5.0) for k in ("cpu", "gpu", "ane")],
+        clock=clock,
+        read_error_at=set(range(2, 100)),
+    )
+    sampler = _sampler(hw, clock)
+    for _ in range(6):
+        sampler.read()
+        clock.advance(1.0)
+    assert all(t.dropped for t in sampler.totals())
+    (warning,) = [r for r in caplog.records if "stopped measuring" in r.getMessage()]
+    assert "cpu, gpu, ane" in warning.getMessage()

@@ -175,15 +175,25 @@ class Sampler:
                 readings = {r.device_id: r for r in _as_readings(result)}
             except (TypeError, AttributeError) as exc:
                 self._host.record_failure(plugin, "carbontrack_read_energy", exc)
+        dropped: dict[str, list[str]] = {}
         for state in states:
             reading = readings.get(state.device.id)
             if reading is None or reading.error is not None:
                 why = reading.error if reading is not None and reading.error else "no reading"
                 if not ok:
                     why = "the plugin raised (see failures)"
-                self._fail(state, why)
+                if self._fail(state, why):
+                    dropped.setdefault(why, []).append(state.device.name)
             else:
                 self._apply(state, reading, now)
+        # One warning per plugin and cause: a dead subprocess behind three devices is one event.
+        for why, names in dropped.items():
+            logger.warning(
+                "carbontrack: stopped measuring %s (%s): %s; the report marks coverage as partial",
+                ", ".join(names),
+                plugin,
+                why,
+            )
 
     def _apply(self, state: _DeviceState, reading: Reading, now: float) -> None:
         dt = now - state.last_t if state.last_t is not None else 0.0
@@ -214,17 +224,14 @@ class Sampler:
         state.last_t = now
         state.failures_in_row = 0
 
-    def _fail(self, state: _DeviceState, why: str) -> None:
+    def _fail(self, state: _DeviceState, why: str) -> bool:
+        """Count a failed read; return True when it drops the device."""
         state.failures_in_row += 1
         state.last_error = why
         if state.failures_in_row >= DROP_AFTER_FAILURES:
             state.dropped = f"dropped after {state.failures_in_row} failed reads: {why}"
-            logger.warning(
-                "carbontrack: stopped measuring %s (%s): %s; the report marks coverage as partial",
-                state.device.name,
-                state.plugin,
-                why,
-            )
+            return True
+        return False
 
     def _warn_once(self, key: str, msg: str, *args: object) -> None:
         if key not in self._warned:

@@ -329,7 +329,9 @@ class PowermetricsSession:
             warn = not self._stale_warned
             self._stale_warned = True
         if warn:
-            logger.warning(
+            # Info, not warning: the reads fail with this reason, and the sampler's single
+            # warning when it drops the devices is the one the user sees.
+            logger.info(
                 "carbontrack: %s; its CPU, GPU and ANE readings fail until it sends again", error
             )
         return _Snapshot({}, error)
@@ -461,11 +463,8 @@ class PowermetricsSession:
             self._exit = why
             started = self._first_sample is not None
         if started:
-            logger.warning(
-                "carbontrack: %s; CPU, GPU and ANE energy stop being measured and the report "
-                "marks coverage as partial",
-                why,
-            )
+            # The sampler warns once when it drops the three devices for this reason.
+            logger.info("carbontrack: %s; CPU, GPU and ANE energy stop being measured", why)
 
     def _stderr_text(self) -> str:
         stderr = self._stderr
