@@ -694,3 +694,18 @@ def test_a_key_quoted_back_by_the_server_is_redacted(caplog: pytest.LogCaptureFi
     assert "Invalid auth-token ***" in found.note
     assert KEY not in caplog.text
     assert KEY not in found.note
+
+
+def test_a_connection_dropped_mid_answer_is_retried_then_falls_back(
+    em: FakeElectricityMaps, caplog: pytest.LogCaptureFixture
+) -> None:
+    em.fail("dropped")
+    assert _ask(ElectricityMaps(), _em_settings(em), "DE") is not None
+    em.fail("dropped", times=2)
+    settings = _em_settings(em, intensity_options={"urls": em.urls(), "cache": False})
+    with caplog.at_level(logging.WARNING):
+        assert _ask(ElectricityMaps(), settings, "DE") is None
+    (record,) = caplog.records  # the provider's warning, not a plugin failure with a traceback
+    assert "Electricity Maps gave no carbon intensity (connection failed (IncompleteRead))" in (
+        record.getMessage()
+    )

@@ -282,6 +282,7 @@ def get_json(
     ``time.monotonic()`` value) caps the wait of every attempt, the retry included. Raises
     ``ProviderError`` with the reason (HTTP status and server message, timeout, malformed JSON).
     """
+    import http.client
     import urllib.error
     import urllib.parse
     import urllib.request
@@ -330,7 +331,7 @@ def get_json(
             raise ProviderError(
                 f"cannot connect ({_redact(str(exc.reason), secrets)})", final=True
             ) from None
-        except OSError as exc:  # connection reset mid-answer and the like
+        except (OSError, http.client.HTTPException) as exc:  # connection lost mid-answer
             if not last:
                 continue
             raise ProviderError(f"connection failed ({type(exc).__name__})", final=True) from None

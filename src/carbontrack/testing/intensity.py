@@ -3,8 +3,9 @@
 Each fake listens on ``127.0.0.1`` (a free port) in a daemon thread, serves the response shapes
 of the real API (see the README's "Carbon intensity and location"), records every request, and
 reproduces its errors on demand: ``server.fail("401")``, ``"403"``, ``"429"``, ``"500"``,
-``"malformed"`` (truncated JSON), ``"timeout"`` (answers after ``hang_s``), ``"null"`` (a
-missing value), each for the next ``times`` requests. Values come from ``intensity(ts)``, a
+``"malformed"`` (truncated JSON), ``"dropped"`` (the connection closes mid-answer, before the
+announced length), ``"timeout"`` (answers after ``hang_s``), ``"null"`` (a missing value), each
+for the next ``times`` requests. Values come from ``intensity(ts)``, a
 function of Unix time, and "now" from ``now()``, so a test can drive them with a fake clock.
 
 Point carbontrack at a fake with ``track(plugin_options=server.plugin_options(), ...)`` (or
@@ -85,7 +86,7 @@ class FakeIntensityServer:
     def fail(self, kind: str, times: int = 1, *, path: str | None = None) -> None:
         """Answer the next ``times`` requests (only those whose path ends with ``path``, when
         given) with the failure ``kind``."""
-        known = ("401", "403", "429", "500", "malformed", "timeout", "null")
+        known = ("401", "403", "429", "500", "malformed", "dropped", "timeout", "null")
         if kind not in known:
             raise ValueError(f"fail({kind!r}): expected one of {', '.join(known)}")
         with self._lock:
@@ -184,6 +185,9 @@ class FakeIntensityServer:
             handler.send_header("Content-Type", "application/json")
             handler.send_header("Content-Length", str(len(data)))
             handler.end_headers()
+            if failure == "dropped":
+                data = data[: len(data) // 2]
+                handler.close_connection = True
             handler.wfile.write(data)
         except OSError:
             pass  # the client gave up (a timeout test): nothing to answer
