@@ -435,3 +435,11 @@ def test_device_detail_reaches_the_report() -> None:
     with track(plugins=[Estimator()], **QUIET) as run:
         pass
     assert run.report.devices[0].detail == "no readable counter; fix: sudo chmod +r ..."
+
+
+def test_summary_flags_shared_hardware(capsys: pytest.CaptureFixture[str]) -> None:
+    hw = FakeHardware([FakeDevice("gpu0", kind="gpu", watts=100.0, shared=True, name="A100 MIG")])
+    with track(plugins=[hw], interval_s=0.01):
+        pass
+    err = capsys.readouterr().err
+    assert "SHARED A100 MIG: the whole device's energy is counted" in err

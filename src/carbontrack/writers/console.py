@@ -143,8 +143,14 @@ def format_report(
         lines.append("  no device measured: energy unknown (run `carbontrack devices`)")
     for d in report.devices:
         if d.method == "model":
-            detail = (details or {}).get(f"{d.backend}/{d.id}", "")
+            detail = d.detail or (details or {}).get(f"{d.backend}/{d.id}", "")
             lines.append(f"  ESTIMATE {d.name}: " + (detail or "modelled, not measured"))
+        if d.shared:
+            # A MIG slice's GPU (or other shared hardware) is counted whole: say so, not silently.
+            lines.append(
+                f"  SHARED {d.name}: the whole device's energy is counted, and other jobs or "
+                "MIG instances share it" + (f" ({d.detail})" if d.detail else "")
+            )
     i = report.intensity
     where = report.location.region or report.location.country or "unknown location"
     year = f" {i.year}" if i.year and str(i.year) not in i.source else ""
