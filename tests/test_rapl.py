@@ -200,7 +200,7 @@ def test_psys_on_request_replaces_package_and_dram(
     point_at(monkeypatch, tree)
     found = devices_of(discover(rapl_psys=True))
     assert list(found) == ["psys"]
-    assert found["psys"].kind == "cpu"
+    assert found["psys"].kind == "psys"  # counted under the cpu component
     assert found["psys"].name.startswith("platform (psys")
     host = PluginHost(make_plugin_manager(autoload=False))
     sampler = Sampler(host, {"rapl": list(found.values())}, interval_s=1.0, clock=clock)

@@ -443,3 +443,18 @@ def test_summary_flags_shared_hardware(capsys: pytest.CaptureFixture[str]) -> No
         pass
     err = capsys.readouterr().err
     assert "SHARED A100 MIG: the whole device's energy is counted" in err
+
+
+def test_psys_counts_under_cpu_and_replaces_cpu_and_ram_models() -> None:
+    psys = FakeHardware([FakeDevice("psys", kind="psys", watts=20.0)], name="meter")
+    models = FakeHardware(
+        [
+            FakeDevice("cpu-model", kind="cpu", method="model", watts=30.0),
+            FakeDevice("ram-model", kind="ram", method="model", watts=3.0),
+        ],
+        name="models",
+    )
+    with track(plugins=[models, psys], components="cpu,ram", **QUIET) as run:
+        pass
+    assert [d.id for d in run.report.devices] == ["psys"]
+    assert [c.component for c in run.report.components] == ["cpu"]

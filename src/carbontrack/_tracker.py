@@ -52,8 +52,12 @@ R = TypeVar("R")
 _NEW, _RUNNING, _STOPPED = "new", "running", "stopped"
 
 # Measured kinds that cover what a model of another kind estimates: RAPL's ``dram`` zones
-# measure the memory that the ``ram`` model would estimate, so both would count it twice.
-_MEASURED_BY = {"ram": frozenset({"ram", "dram"})}
+# measure the memory that the ``ram`` model would estimate, and a ``psys`` platform zone covers
+# the packages and DRAM together; counting both would count that hardware twice.
+_MEASURED_BY = {
+    "ram": frozenset({"ram", "dram", "psys"}),
+    "cpu": frozenset({"cpu", "psys"}),
+}
 
 
 class Tracker:
@@ -318,9 +322,15 @@ class Tracker:
         self.epoch_start()
         try:
             yield
-        finally:
+        except BaseException:
+            # The block's own error is the one to see: a budget error raised as this epoch
+            # ends would hide it (it is raised again at the next epoch_start()).
             if self.running:
-                self.epoch_end()
+                with contextlib.suppress(BudgetExceeded):
+                    self.epoch_end()
+            raise
+        if self.running:
+            self.epoch_end()
 
     def _end_epoch_locked(self) -> tuple[EpochRecord, Prediction | None]:
         assert self._epoch_open is not None

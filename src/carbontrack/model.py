@@ -45,8 +45,9 @@ Method = Literal["counter", "power", "model"]
 J_PER_KWH = 3.6e6
 
 # Device kinds that belong to a broader component: DRAM is measured with the CPU packages
-# (as in carbontracker, ``components="cpu"`` covers both).
-_KIND_TO_COMPONENT = {"dram": "cpu"}
+# (as in carbontracker, ``components="cpu"`` covers both), and so is RAPL's ``psys`` platform
+# zone, which covers packages and DRAM together.
+_KIND_TO_COMPONENT = {"dram": "cpu", "psys": "cpu"}
 
 
 def component_of(kind: str) -> str:

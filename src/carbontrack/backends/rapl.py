@@ -159,7 +159,7 @@ def _select(zones: Sequence[Zone], *, psys: bool) -> list[_Wanted]:
         # core/uncore lie inside their package; anything else is not an energy we sum.
     if psys and platforms:
         return [
-            _Wanted(zone, name, "cpu", f"platform ({name}, covers the CPU packages and DRAM)")
+            _Wanted(zone, name, "psys", f"platform ({name}, covers the CPU packages and DRAM)")
             for name, zone in platforms.items()
         ]
     if psys:
