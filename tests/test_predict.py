@@ -340,6 +340,24 @@ def test_budget_raise_stops_the_user_at_the_epoch_boundary() -> None:
     assert [p.after_epoch for p in run.report.predictions] == [1]
 
 
+def test_an_error_in_the_epoch_is_not_hidden_by_the_budget_error() -> None:
+    clock = FakeClock()
+    hw = FakeHardware([FakeDevice("pkg", watts=100.0)], clock=clock)
+    settings = make_settings(
+        epochs=10, verbose=0, write_log=False, budget_co2eq_g=1e-9, on_budget="raise"
+    )
+    run = Tracker(settings, plugins=[hw], autoload=False, clock=clock)
+
+    def epoch_with_a_bug() -> None:
+        with run, run.epoch():
+            clock.advance(10.0)
+            _ = 1 / 0  # the user's own bug, in the epoch that first exceeds the budget
+
+    with pytest.raises(ZeroDivisionError):
+        epoch_with_a_bug()
+    assert [p.after_epoch for p in run.report.predictions] == [1]  # the epoch still counted
+
+
 def test_budget_callback_gets_the_prediction_once() -> None:
     seen: list[Prediction] = []
     tracker, _ = fake_run(5, monitor_epochs=-1, budget_co2eq_g=1e-9, on_budget=seen.append)
