@@ -238,6 +238,19 @@ def test_track_epochs_makes_every_call_an_epoch() -> None:
     assert len(early.epochs) == 1
 
 
+@pytest.mark.parametrize("kind", ["async def", "generator"])
+def test_track_epochs_refuses_functions_whose_call_is_not_the_epoch(kind: str) -> None:
+    async def async_epoch() -> None:
+        await asyncio.sleep(0)
+
+    def generator_epoch() -> Iterator[int]:
+        yield 1
+
+    func = async_epoch if kind == "async def" else generator_epoch
+    with pytest.raises(TypeError, match=r"@track_epochs\(\) on .*run\.epoch\(\)"):
+        track_epochs(epochs=2, **QUIET)(func)  # type: ignore[arg-type]
+
+
 def test_components_select_devices() -> None:
     with track(plugins=[_hw()], components="gpu", **QUIET) as run:
         pass

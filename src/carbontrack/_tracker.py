@@ -718,6 +718,20 @@ def track_epochs(
     factory = _Track(make_settings(epochs=epochs, **options), tuple(plugins), autoload)
 
     def decorate(func: Callable[..., Any]) -> _EpochFunction:
+        import inspect  # here: costs milliseconds; `from carbontrack import track` stays light
+
+        # A call of these returns at once (a coroutine or generator): each "epoch" would
+        # measure a few microseconds, silently.
+        if (
+            inspect.iscoroutinefunction(func)
+            or inspect.isgeneratorfunction(func)
+            or inspect.isasyncgenfunction(func)
+        ):
+            raise TypeError(
+                f"@track_epochs() on {func.__qualname__}(), an async or generator function: a "
+                "call returns before the epoch's work is done. Use `with track(epochs=N) as "
+                "run:` and `with run.epoch():` around each epoch's work instead"
+            )
         return _EpochFunction(func, factory)
 
     return decorate
