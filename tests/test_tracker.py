@@ -471,3 +471,23 @@ def test_psys_counts_under_cpu_and_replaces_cpu_and_ram_models() -> None:
         pass
     assert [d.id for d in run.report.devices] == ["psys"]
     assert [c.component for c in run.report.components] == ["cpu"]
+
+
+def test_a_plugin_read_that_hangs_never_holds_up_training(caplog: pytest.LogCaptureFixture) -> None:
+    # Read 1 is the start edge; read 2 is the background thread's first, and it hangs for 4 s.
+    hw = FakeHardware([FakeDevice("pkg", watts=10.0)], hang_at={2}, hang_s=4.0)
+    with track(plugins=[hw], **QUIET) as run:
+        while hw.reads < 2:
+            time.sleep(0.005)
+        started = time.perf_counter()
+        with run.epoch():
+            pass
+        epoch_s = time.perf_counter() - started
+        started = time.perf_counter()
+    stop_s = time.perf_counter() - started
+    # The first edge waits a second for the stuck read, later ones skip it at once; stop()
+    # waits a second for the thread.
+    assert epoch_s < 2.0
+    assert stop_s < 2.0
+    assert run.report.final
+    assert any("a plugin read has blocked" in r.getMessage() for r in caplog.records)

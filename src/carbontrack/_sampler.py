@@ -36,6 +36,10 @@ DROP_AFTER_FAILURES = 3
 WRAP_SAFETY = 0.25
 MIN_INTERVAL_S = 0.01
 
+#: How long a read on the caller's thread (start, epoch boundaries, stop) waits for a
+#: background read still inside a plugin before it is skipped: training never hangs on a plugin.
+EDGE_WAIT_S = 1.0
+
 #: A wrap that implies more than this multiple of the highest power seen so far is a reset: a
 #: driver reload from above half the range would otherwise count up to half the range (131 kJ
 #: on a RAPL package) as energy. Ten times leaves room for idle-to-load jumps.
@@ -140,6 +144,8 @@ class Sampler:
         self._on_tick = on_tick
         self._name = name
         self._lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._blocked = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._warned: set[str] = set()
@@ -150,25 +156,52 @@ class Sampler:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def read(self) -> float:
-        """Read every active device once and update its energy; return the clock time used."""
-        with self._lock:
-            now = self._clock()
-            by_plugin: dict[str, list[_DeviceState]] = {}
-            for state in self._states.values():
-                if state.dropped is None:
-                    by_plugin.setdefault(state.plugin, []).append(state)
-            for plugin, states in by_plugin.items():
-                self._read_plugin(plugin, states, now)
-            total = self._total_locked()
-            if not self.timeline or now - self.timeline[-1][0] >= TIMELINE_STEP_S:
-                self.timeline.append((now, total))
-            return now
+    def read(self, *, wait_s: float | None = EDGE_WAIT_S) -> float:
+        """Read every active device once and update its energy; return the clock time used.
 
-    def _read_plugin(self, plugin: str, states: list[_DeviceState], now: float) -> None:
-        ok, result = self._host.call_one(
-            plugin, "carbontrack_read_energy", devices=[s.device for s in states]
-        )
+        Plugin reads never overlap. ``wait_s`` bounds how long this call waits for a read in
+        progress on another thread (``None``: as long as it takes): the caller's edge reads
+        must not hang on a plugin that blocks the background thread, so after ``wait_s`` this
+        read is skipped, with one warning, and the figures stay at the last good read.
+        """
+        # Once a read is known to block, later edges do not wait for it again.
+        timeout = -1.0 if wait_s is None else (0.0 if self._blocked else wait_s)
+        if not self._read_lock.acquire(timeout=timeout):
+            self._blocked = True
+            self._warn_once(
+                "blocked",
+                "a plugin read has blocked for over %.1f s; readings are skipped until it "
+                "returns, and the figures stay at the last good read",
+                wait_s,
+            )
+            return self._clock()
+        try:
+            self._blocked = False
+            now = self._clock()
+            with self._lock:
+                by_plugin: dict[str, list[_DeviceState]] = {}
+                for state in self._states.values():
+                    if state.dropped is None:
+                        by_plugin.setdefault(state.plugin, []).append(state)
+            for plugin, states in by_plugin.items():
+                # The plugin is called without the state lock: totals, snapshots and reports
+                # stay available while a plugin is slow.
+                ok, result = self._host.call_one(
+                    plugin, "carbontrack_read_energy", devices=[s.device for s in states]
+                )
+                with self._lock:
+                    self._apply_plugin(plugin, states, ok, result, now)
+            with self._lock:
+                total = self._total_locked()
+                if not self.timeline or now - self.timeline[-1][0] >= TIMELINE_STEP_S:
+                    self.timeline.append((now, total))
+            return now
+        finally:
+            self._read_lock.release()
+
+    def _apply_plugin(
+        self, plugin: str, states: list[_DeviceState], ok: bool, result: object, now: float
+    ) -> None:
         readings: dict[str, Reading] = {}
         if ok:
             try:
@@ -287,7 +320,7 @@ class Sampler:
     def tick(self) -> None:
         """One background step: read, then let the tracker checkpoint. Never raises."""
         try:
-            now = self.read()
+            now = self.read(wait_s=None)
             self.ticks += 1
             if self._on_tick is not None:
                 self._on_tick(now)
@@ -304,7 +337,7 @@ class Sampler:
             if thread.is_alive():
                 logger.warning(
                     "carbontrack: sampler thread did not stop within %.1f s (a plugin read is "
-                    "blocking); the final reading is taken anyway",
+                    "blocking); the run ends with the figures of the last read that returned",
                     timeout_s,
                 )
         _live_samplers.discard(self)
@@ -316,6 +349,7 @@ class Sampler:
 
     def _forget_after_fork(self) -> None:
         self._lock = threading.Lock()
+        self._read_lock = threading.Lock()
         self._stop = threading.Event()
         self._stop.set()
         self._thread = None

@@ -121,8 +121,9 @@ class FakeHardware:
 
     ``unavailable`` lists ``Unavailable`` entries to report from discovery;
     ``discover_error`` / ``read_error_at`` make the plugin raise (in discovery, or at the given
-    read numbers) to exercise isolation. ``reads`` counts read calls; ``closed`` turns true when
-    the host closes the devices.
+    read numbers) to exercise isolation; ``hang_at`` read numbers block for ``hang_s`` seconds,
+    like a driver call that hangs. ``reads`` counts read calls; ``closed`` turns true when the
+    host closes the devices.
     """
 
     def __init__(
@@ -135,6 +136,8 @@ class FakeHardware:
         discover_error: BaseException | None = None,
         read_error_at: Collection[int] = (),
         read_delay_s: float = 0.0,
+        hang_at: Collection[int] = (),
+        hang_s: float = 5.0,
     ) -> None:
         self.name = name
         self.devices = {d.id: d for d in devices}
@@ -142,6 +145,8 @@ class FakeHardware:
         self.discover_error = discover_error
         self.read_error_at = frozenset(read_error_at)
         self.read_delay_s = read_delay_s
+        self.hang_at = frozenset(hang_at)
+        self.hang_s = hang_s
         self.reads = 0
         self.closed = False
         self._clock = clock
@@ -187,6 +192,8 @@ class FakeHardware:
             self._last_t = now
             if self.read_delay_s:
                 time.sleep(self.read_delay_s)
+            if number in self.hang_at:
+                time.sleep(self.hang_s)  # a driver call that blocks
             if number in self.read_error_at:
                 raise OSError(f"fake read error at read {number}")
             return [self.devices[d.id]._reading(number, now - self._t0) for d in devices]
