@@ -97,6 +97,22 @@ def test_decorator_measures_every_call_with_fresh_state() -> None:
     assert runs[0] is not track(plugins=[hw], **QUIET).new_tracker()
 
 
+def test_decorated_function_keeps_its_latest_report() -> None:
+    @track(plugins=[_hw()], **QUIET)
+    def work(fail: bool) -> None:
+        if fail:
+            raise RuntimeError("boom")
+
+    assert work.last_report is None  # type: ignore[attr-defined]
+    work(False)
+    first = work.last_report  # type: ignore[attr-defined]
+    assert first is not None
+    assert first.final
+    with pytest.raises(RuntimeError):
+        work(True)
+    assert work.last_report.run_id != first.run_id  # type: ignore[attr-defined]
+
+
 def test_bare_decorator_works() -> None:
     @track
     def work() -> str:
@@ -491,3 +507,17 @@ def test_a_plugin_read_that_hangs_never_holds_up_training(caplog: pytest.LogCapt
     assert stop_s < 2.0
     assert run.report.final
     assert any("a plugin read has blocked" in r.getMessage() for r in caplog.records)
+
+
+def test_decorated_coroutine_keeps_its_latest_report() -> None:
+    import asyncio
+
+    @track(plugins=[_hw()], **QUIET)
+    async def work() -> int:
+        await asyncio.sleep(0.02)
+        return 7
+
+    assert asyncio.run(work()) == 7
+    report = work.last_report  # type: ignore[attr-defined]
+    assert report is not None
+    assert report.duration_s >= 0.02

@@ -632,17 +632,34 @@ class _Track:
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                with self.new_tracker() as _run:
-                    return await coroutine_function(*args, **kwargs)
+                run = self.new_tracker()
+                try:
+                    with run:
+                        return await coroutine_function(*args, **kwargs)
+                finally:
+                    _keep_report(async_wrapper, run)
 
+            async_wrapper.__dict__["last_report"] = None
             return async_wrapper  # type: ignore[return-value]
 
         @functools.wraps(func)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            with self.new_tracker() as _run:
-                return func(*args, **kwargs)
+            run = self.new_tracker()
+            try:
+                with run:
+                    return func(*args, **kwargs)
+            finally:
+                _keep_report(wrapper, run)
 
+        wrapper.__dict__["last_report"] = None
         return wrapper
+
+
+def _keep_report(wrapper: Callable[..., Any], run: Tracker) -> None:
+    # The decorated function's latest report, as `func.last_report` (the user holds only the
+    # function, not the trackers behind its calls).
+    if run._report is not None:
+        wrapper.__dict__["last_report"] = run._report
 
 
 @overload
@@ -665,7 +682,8 @@ def track(
     ``components`` ("all", "cpu", "gpu", or a list), ``interval_s``, ``log_dir``, ``verbose``,
     ``location``, ``pue`` and the rest of ``carbontrack.Settings``. ``plugins`` adds plugin
     objects for this run (such as ``carbontrack.testing.FakeHardware``); ``autoload=False``
-    skips installed entry-point plugins.
+    skips installed entry-point plugins. A decorated function keeps the report of its latest
+    call as ``func.last_report``.
     """
     settings = make_settings(**options)
     tracker = _Track(settings, tuple(plugins), autoload)
