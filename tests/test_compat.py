@@ -219,7 +219,7 @@ def test_unknown_argument_raises_type_error_naming_it() -> None:
         ({"components": "tpu"}, "components='tpu'"),
         ({"update_interval": -1}, "interval_s=-1"),
         ({"epochs": 0}, "epochs=0"),
-        ({"verbose": 5}, "verbose=5"),
+        ({"verbose": -1}, "verbose=-1"),
     ],
 )
 def test_invalid_values_raise_the_same_errors_as_track(
@@ -265,3 +265,9 @@ def test_calls_after_the_run_are_no_ops_like_carbontracker(fake_gpus: FakeHardwa
     tracker.epoch_start()
     assert tracker.epoch_end() is None
     assert tracker.stop() is report
+
+
+def test_verbosity_above_two_is_accepted_as_two(fake_gpus: FakeHardware) -> None:
+    tracker = CarbonTracker(epochs=1, verbose=3)
+    assert tracker.settings.verbose == 2
+    tracker.stop()

@@ -74,7 +74,7 @@ def test_methodology_names_method_intensity_pue_and_caveats() -> None:
     assert "power usage effectiveness of 1.2" in text
     assert "the world average, as the location was not known" in text
     assert "larger, unquantified uncertainty" in text
-    assert f"{run.report.co2eq_g:.3f} gCO2eq" in text
+    assert f"{run.report.co2eq_g:.4g} gCO2eq" in text
 
 
 def test_methodology_states_the_prediction_interval() -> None:

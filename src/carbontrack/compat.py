@@ -150,7 +150,8 @@ class CarbonTracker:
             log_dir=log_dir,
             write_log=log_dir is not None,  # carbontracker wrote no files without a log_dir
             log_file_prefix=f"{log_file_prefix}_" if log_file_prefix else "",
-            verbose=verbose,
+            # carbontracker accepted any verbosity and treated everything above 1 alike.
+            verbose=min(verbose, 2) if isinstance(verbose, int) and verbose >= 0 else verbose,
             api_keys=dict(api_keys or {}),
             plugin_options={"console": {"equivalents": bool(interpretable)}},
         )

@@ -334,7 +334,7 @@ class Report:
 _METHOD_TEXT = {
     "counter": "the difference of cumulative hardware energy counters read at the start and end "
     "of the run and of each epoch (wraps and resets handled)",
-    "power": "instantaneous power sampled every {interval} and integrated with the trapezoid rule",
+    "power": "instantaneous power sampled periodically and integrated with the trapezoid rule",
     "model": "a model estimate (rated power times utilisation), not a measurement",
 }
 
@@ -348,7 +348,7 @@ def _methodology(r: Report) -> str:
     for comp in r.components:
         members = [d for d in r.devices if component_of(d.kind) == comp.component]
         backends = ", ".join(sorted({d.backend for d in members}))
-        how = "; ".join(_METHOD_TEXT[m].format(interval="sampling interval") for m in comp.methods)
+        how = "; ".join(_METHOD_TEXT[m] for m in comp.methods)
         parts.append(
             f"The {comp.component} figure ({len(members)} device(s), via {backends}) is {how}"
             + (
@@ -361,8 +361,8 @@ def _methodology(r: Report) -> str:
     if not r.components:
         parts.append("No device could be measured, so no energy figure is available.")
     parts.append(
-        f"Device energies were summed ({kwh:.6f} kWh) and multiplied by a power usage "
-        f"effectiveness of {r.pue:g} ({r.facility_energy_j / J_PER_KWH:.6f} kWh)."
+        f"Device energies were summed ({kwh:.4g} kWh) and multiplied by a power usage "
+        f"effectiveness of {r.pue:g} ({r.facility_energy_j / J_PER_KWH:.4g} kWh)."
     )
     i = r.intensity
     where = r.location.region or r.location.country or "an unknown location"
@@ -374,7 +374,7 @@ def _methodology(r: Report) -> str:
     )
     series = ", weighted over time by the energy drawn" if i.points else ""
     parts.append(
-        f"Emissions ({r.co2eq_g:.3f} gCO2eq) use a carbon intensity of {i.g_per_kwh:.1f} "
+        f"Emissions ({r.co2eq_g:.4g} gCO2eq) use a carbon intensity of {i.g_per_kwh:.1f} "
         f"gCO2eq/kWh ({i.basis} basis{year}; {i.source}), {kind}{series}."
     )
     if r.estimated:
@@ -383,8 +383,8 @@ def _methodology(r: Report) -> str:
     if p is not None and p.level is not None and p.co2eq_g_low is not None:
         parts.append(
             f"The prediction after {p.after_epoch} epoch(s) for {p.epochs} epochs was "
-            f"{p.co2eq_g:.3f} gCO2eq with a {p.level:.0%} prediction interval of "
-            f"{p.co2eq_g_low:.3f} to {p.co2eq_g_high:.3f} gCO2eq, assuming epochs like those "
+            f"{p.co2eq_g:.4g} gCO2eq with a {p.level:.0%} prediction interval of "
+            f"{p.co2eq_g_low:.4g} to {p.co2eq_g_high:.4g} gCO2eq, assuming epochs like those "
             "observed (Anthony et al. 2020, with a Student t interval)."
         )
     return " ".join(parts)
