@@ -49,6 +49,14 @@ examples:
 """
 
 
+def _pue(text: str) -> float | str:
+    # A number, or a preset name that Settings turns into its figure (and validates).
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Add ``run``'s options (they mirror ``track()``'s) to ``p``."""
     p.add_argument(
@@ -71,7 +79,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         help="carbon intensity to use, in gCO2eq/kWh (instead of looking it up)",
     )
     p.add_argument(
-        "--pue", type=float, help="power usage effectiveness of the site (default 1.0, >= 1)"
+        "--pue",
+        type=_pue,
+        metavar="PUE",
+        help="power usage effectiveness: a number >= 1 or a preset such as none (1.0, a "
+        "laptop), aws, uptime-2024 (default 1.56, the Uptime Institute 2024 survey average)",
     )
     p.add_argument("--gpu-ids", metavar="LIST", help="GPU indices or UUIDs to measure, comma list")
     p.add_argument(
