@@ -329,6 +329,15 @@ def test_json_on_stdout_is_a_valid_report(env: dict[str, str]) -> None:
     assert final_report_in_log(run_logs(env)[0]) == report.to_dict()
 
 
+def test_pue_takes_a_preset_name_and_rejects_an_unknown_one(env: dict[str, str]) -> None:
+    done = carbontrack("run", "-q", "--pue", "none", "--json", "--", *py("pass"), env=env)
+    assert done.returncode == 0
+    assert json.loads(done.stdout)["pue"] == 1.0
+    bad = carbontrack("run", "--pue", "bogus", "--", *py("pass"), env=env)
+    assert bad.returncode == 2
+    assert "pue preset 'bogus' is not known" in bad.stderr
+
+
 def test_json_to_a_file_keeps_stdout_for_the_child(env: dict[str, str], tmp_path: Path) -> None:
     target = tmp_path / "out" / "report.json"
     done = carbontrack("run", "--json", str(target), "--", *py("print('child')"), env=env)
