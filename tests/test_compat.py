@@ -130,13 +130,21 @@ def test_stop_and_confirm_warns_once_and_never_prompts(
         raise AssertionError("input() must never be called")
 
     monkeypatch.setattr("builtins.input", no_input)
-    with pytest.warns(UserWarning, match="never stops training to ask for input"):
-        tracker = CarbonTracker(epochs=2, stop_and_confirm=True, verbose=0)
-    for _ in range(2):
-        tracker.epoch_start()
-        tracker.epoch_end()
+    tracker = CarbonTracker(epochs=4, stop_and_confirm=True, monitor_epochs=-1, verbose=0)
+
+    # At the prediction, where carbontracker prompted: one warning, through the budget callback.
+    def train() -> None:
+        for _ in range(4):
+            tracker.epoch_start()
+            tracker.epoch_end()
+
+    with pytest.warns(UserWarning, match="never waits for input\\(\\): training goes on") as seen:
+        train()
+    assert len([w for w in seen if "stop_and_confirm" in str(w.message)]) == 1
     assert tracker.report is not None
-    assert tracker.report.predictions
+    assert len(tracker.report.epochs) == 4  # training went on
+    assert tracker.settings.on_budget is not None
+    assert callable(tracker.settings.on_budget)
 
 
 def test_sim_cpu_and_sim_gpu_are_labelled_models(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import attrs
 
 from carbontrack._tracker import Tracker, track
 from carbontrack.hookspecs import hookimpl
-from carbontrack.model import Device, EpochRecord, Reading, Report
+from carbontrack.model import Device, EpochRecord, Prediction, Reading, Report
 from carbontrack.settings import Settings
 
 __all__ = ["CarbonTracker", "SimulatedHardware"]
@@ -86,6 +87,21 @@ def _sim_spec(kind: str, name: object, watts: object, util: object, watts_arg: s
     )
 
 
+#: The smallest positive budget: every prediction exceeds it, so the callback runs at the first.
+_EVERY_PREDICTION_G = 5e-324
+
+
+def _confirm_by_warning(prediction: Prediction) -> None:
+    warnings.warn(
+        f"stop_and_confirm=True: carbontracker would stop here and ask whether to go on "
+        f"(predicted {prediction.co2eq_g:.4g} gCO2eq for {prediction.epochs} epochs). carbontrack "
+        "never waits for input(): training goes on. To stop automatically, use "
+        "carbontrack.track(budget_co2eq_g=..., on_budget='raise')",
+        UserWarning,
+        stacklevel=2,
+    )
+
+
 class CarbonTracker:
     """carbontracker's tracker on top of carbontrack; see docs/migration.md for the mapping.
 
@@ -140,6 +156,14 @@ class CarbonTracker:
         # -1 meant "all epochs" in carbontracker's docs but predicted nothing in 2.x: never predict.
         before_pred = 0 if epochs_before_pred == -1 else epochs_before_pred
         self.monitor_epochs = epochs if monitor_epochs == -1 else monitor_epochs
+        # carbontracker asked for input() after its prediction. Here the same moment goes
+        # through the budget mechanism: a budget every prediction exceeds, with a callback
+        # that warns (once per run) and lets training go on.
+        confirm: dict[str, Any] = (
+            {"budget_co2eq_g": _EVERY_PREDICTION_G, "on_budget": _confirm_by_warning}
+            if stop_and_confirm
+            else {}
+        )
         self._factory = track(
             plugins=[SimulatedHardware(sims)] if sims else (),
             epochs=epochs,
@@ -154,15 +178,8 @@ class CarbonTracker:
             verbose=min(verbose, 2) if isinstance(verbose, int) and verbose >= 0 else verbose,
             api_keys=dict(api_keys or {}),
             plugin_options={"console": {"equivalents": bool(interpretable)}},
+            **confirm,
         )
-        if stop_and_confirm:
-            warnings.warn(
-                "stop_and_confirm=True: carbontrack never stops training to ask for input(); the "
-                "prediction is printed and training goes on. To stop automatically, use "
-                "carbontrack.track(budget_co2eq_g=..., on_budget='raise') instead",
-                UserWarning,
-                stacklevel=2,
-            )
         self.tracker: Tracker = self._factory.new_tracker().start()
         self.report: Report | None = None
 
