@@ -250,3 +250,22 @@ def test_plugin_options_that_are_not_a_dict_are_refused_with_an_example(
 ) -> None:
     with pytest.raises(TypeError, match=r"plugin_options\['hwmon'\]='system'.*'include'"):
         discover(plugin_options={"hwmon": "system"})
+
+
+def test_the_lasting_fix_writes_a_valid_udev_rule() -> None:
+    # The fix is a shell command: run its echo part and check the rule line it would install.
+    import shutil
+    import subprocess
+
+    from carbontrack_hwmon.plugin import _UDEV_HINT, _UDEV_RULE
+
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("needs bash to run the fix's echo")
+    echo = _UDEV_HINT.split("reboots: ", 1)[1].split(" | sudo tee ", 1)[0]
+    written = subprocess.run([bash, "-c", echo], capture_output=True, text=True, check=True)
+    assert written.stdout.strip() == _UDEV_RULE
+    assert _UDEV_RULE == (
+        'ACTION=="add", SUBSYSTEM=="hwmon", '
+        "RUN+=\"/bin/sh -c 'chmod a+r /sys%p/energy*_input /sys%p/power*_input'\""
+    )

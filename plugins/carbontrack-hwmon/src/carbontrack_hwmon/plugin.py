@@ -23,7 +23,18 @@ __all__ = [
 #: The plugin's name: ``Device.backend`` of its devices and its entry-point name.
 BACKEND = "hwmon"
 
-_UDEV_HINT = '(a udev rule with RUN+="/bin/chmod a+r ..." makes it survive reboots)'
+# The same pattern as RAPL's powercap rule (the kernel's %p is the device path under /sys);
+# udev passes the single-quoted part to sh as one argument, so the globs expand there.
+_UDEV_RULE = (
+    'ACTION=="add", SUBSYSTEM=="hwmon", '
+    "RUN+=\"/bin/sh -c 'chmod a+r /sys%p/energy*_input /sys%p/power*_input'\""
+)
+_UDEV_HINT = (
+    '; to keep it after reboots: echo "'
+    + _UDEV_RULE.replace('"', '\\"')
+    + '" | sudo tee /etc/udev/rules.d/99-carbontrack-hwmon.rules && sudo udevadm control '
+    "--reload && sudo udevadm trigger --subsystem-match=hwmon"
+)
 
 
 def _include(settings: Settings) -> frozenset[str]:
@@ -73,7 +84,7 @@ def carbontrack_discover_devices(settings: Settings) -> list[Device | Unavailabl
                 backend=BACKEND,
                 kind=kind,
                 reason=f"hwmon sensors are not readable by this user: {', '.join(paths)}",
-                fix=f"sudo chmod a+r {' '.join(paths)} {_UDEV_HINT}",
+                fix=f"sudo chmod a+r {' '.join(paths)}{_UDEV_HINT}",
             )
         )
     return found
