@@ -279,3 +279,14 @@ def test_verbosity_above_two_is_accepted_as_two(fake_gpus: FakeHardware) -> None
     tracker = CarbonTracker(epochs=1, verbose=3)
     assert tracker.settings.verbose == 2
     tracker.stop()
+
+
+def test_stop_mid_epoch_does_not_count_the_interrupted_epoch(fake_gpus: FakeHardware) -> None:
+    # carbontracker's stop() took one off its epoch counter for the epoch it interrupted.
+    tracker = CarbonTracker(epochs=5, verbose=0)
+    tracker.epoch_start()
+    tracker.epoch_end()
+    tracker.epoch_start()
+    report = tracker.stop()
+    assert report is not None
+    assert len(report.epochs) == 1

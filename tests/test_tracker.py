@@ -521,3 +521,16 @@ def test_decorated_coroutine_keeps_its_latest_report() -> None:
     report = work.last_report  # type: ignore[attr-defined]
     assert report is not None
     assert report.duration_s >= 0.02
+
+
+def test_an_epoch_open_at_stop_counts_in_the_total_but_not_as_an_epoch() -> None:
+    hw = _hw()
+    with track(plugins=[hw], epochs=5, **QUIET) as run:
+        with run.epoch():
+            time.sleep(0.01)
+        run.epoch_start()
+        time.sleep(0.02)
+    r = run.report
+    assert [e.index for e in r.epochs] == [1]
+    assert r.energy_j > r.epochs[0].energy_j
+    assert any("epoch 2 was still open" in w for w in r.warnings)

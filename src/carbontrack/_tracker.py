@@ -233,7 +233,13 @@ class Tracker:
                 )
             self._sampler.stop()
             if self._epoch_open is not None:
-                safe(self._end_epoch_locked, "closing the open epoch")
+                # An interrupted epoch is not a whole one: recording it would skew the epoch
+                # count and the means behind predictions. Its energy stays in the run's total.
+                self._warn(
+                    f"epoch {len(self._epochs) + 1} was still open when the run stopped: its "
+                    "energy counts in the total but not as an epoch"
+                )
+                self._epoch_open = None
             ended = safe(self._sampler.read, "final reading")
             self._ended = ended if ended is not None else self._clock()
             for plugin, devs in self._devices_by_plugin.items():
