@@ -338,6 +338,18 @@ def test_pue_takes_a_preset_name_and_rejects_an_unknown_one(env: dict[str, str])
     assert "pue preset 'bogus' is not known" in bad.stderr
 
 
+def test_unknown_location_exits_2_before_the_command_runs(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran"
+    done = carbontrack(
+        "run", "--location", "DNKX", "--", *py(f"open({str(marker)!r}, 'w')"), env=env
+    )
+    assert done.returncode == 2
+    assert "is not a known location" in done.stderr
+    assert not marker.exists()
+
+
 def test_json_to_a_file_keeps_stdout_for_the_child(env: dict[str, str], tmp_path: Path) -> None:
     target = tmp_path / "out" / "report.json"
     done = carbontrack("run", "--json", str(target), "--", *py("print('child')"), env=env)

@@ -101,3 +101,16 @@ def test_gpu_ids_accept_strings_ints_and_lists() -> None:
     assert make_settings(gpu_ids="0, 2").gpu_ids == ("0", "2")
     assert make_settings(gpu_ids=1).gpu_ids == ("1",)
     assert make_settings(gpu_ids=["GPU-abc"]).gpu_ids == ("GPU-abc",)
+
+
+def test_unknown_location_is_rejected_when_the_options_are_given() -> None:
+    with pytest.raises(InvalidOption, match=r"location='DNKX' is not a known location.*DK"):
+        track(location="DNKX")
+
+
+def test_unknown_location_from_the_environment_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CARBONTRACK_LOCATION", "Atlantis")
+    with pytest.raises(InvalidOption, match="CARBONTRACK_LOCATION='Atlantis'"):
+        track()

@@ -314,8 +314,17 @@ def make_settings(**options: Any) -> Settings:
             f"unknown option(s) {', '.join(repr(u) for u in unknown)}; valid options are: "
             + ", ".join(sorted(_FIELD_NAMES))
         )
+    given = {k for k, v in options.items() if v is not None}
     if options.get("location") is None:
         env = os.environ.get("CARBONTRACK_LOCATION", "").strip()
         if env:
             options["location"] = env
-    return Settings(**options)
+    settings = Settings(**options)
+    if settings.location is not None:
+        # An unknown code is a typo to report now, with close matches, not at the start of a
+        # run (or after `carbontrack run` has started the command).
+        from carbontrack.intensity._location import parse_location
+
+        origin = "location" if "location" in given else "CARBONTRACK_LOCATION"
+        parse_location(settings.location, origin=origin)
+    return settings
