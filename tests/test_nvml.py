@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import logging
 import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -468,13 +469,179 @@ def test_devices_by_pid_without_visible_processes_says_so_and_falls_back(
     assert "devices_by_pid found none" in found[0].detail
 
 
-def test_devices_by_pid_before_any_gpu_work_falls_back_to_visible_gpus(
-    caplog: pytest.LogCaptureFixture,
+def test_devices_by_pid_before_any_gpu_work_watches_the_visible_gpus(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,2")
+    with caplog.at_level(logging.INFO):
+        found = devices(discover(FakeNVML(three_gpus()), devices_by_pid=True))
+    assert [d.id for d in found] == [uuid(B), uuid(C)]
+    for d in found:
+        assert "counted only from when process" in d.detail
+        assert "no process computes on any GPU yet" in d.detail
+        assert "CUDA_VISIBLE_DEVICES=0,2" in d.detail
+    assert "counted from when process" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+# -- devices_by_pid, late attribution (carbontrack run: the command starts CUDA later) ------
+
+
+def late_run(
+    fake: FakeNVML,
+    clock: FakeClock,
+    steps: int,
+    step_s: float,
+    change: dict[int, Callable[[], None]],
+) -> Report:
+    """A tracked devices_by_pid run reading every ``step_s``; ``change[k]`` runs after read k."""
+    settings = make_settings(interval_s=3600.0, write_log=False, verbose=0, devices_by_pid=True)
+    with fake.installed():
+        tracker = _tracker.Tracker(settings, clock=clock)
+        tracker.start()
+        for k in range(1, steps + 1):
+            clock.advance(step_s)
+            tracker.snapshot()
+            if k in change:
+                change[k]()
+        report = tracker.stop()
+    assert fake.shutdown_count == fake.init_count
+    return report
+
+
+@pytest.fixture
+def late_clock(monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> FakeClock:
+    """The fake clock, also driving the backend's process-check throttle."""
+    monkeypatch.setattr(backend, "_now", clock)
+    return clock
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_a_child_appearing_on_one_gpu_later_is_the_only_gpu_counted_from_then(
+    late_clock: FakeClock,
+) -> None:
+    gpus = [gpu(A, 0x3B, power=300.0), gpu(B, 0x1A, power=100.0), gpu(C, 0x88, power=200.0)]
+    fake = FakeNVML(gpus, clock=late_clock)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        # nvidia-smi order is B, A, C: GPU 1 is A. The child starts on it after the 2nd read.
+        report = late_run(
+            fake, late_clock, 6, 2.0, {2: lambda: fake.gpus[0].processes.append(child.pid)}
+        )
+    finally:
+        child.kill()
+        child.wait()
+    by_id = {d.id: d for d in report.devices}
+    assert list(by_id) == [uuid(B), uuid(A), uuid(C)]
+    # Seen at the 3rd read (t = 6 s, the throttle lets a check through every 2 s): counted from
+    # there to the end (t = 12 s); the others never ran our processes and add nothing.
+    assert by_id[uuid(A)].energy_j == pytest.approx(300.0 * 6.0)
+    assert by_id[uuid(B)].energy_j == 0.0
+    assert by_id[uuid(C)].energy_j == 0.0
+    assert report.energy_j == pytest.approx(300.0 * 6.0)
+    assert all("counted only from when process" in d.detail for d in report.devices)
+    assert all(d.dropped is None and d.resets == 0 for d in report.devices)
+
+
+def test_a_gpu_once_used_stays_counted_after_the_process_leaves_it(
+    late_clock: FakeClock,
+) -> None:
+    fake = FakeNVML(three_gpus(power=100.0), clock=late_clock)
+    me = os.getpid()
+    report = late_run(
+        fake,
+        late_clock,
+        6,
+        2.0,
+        {1: lambda: fake.gpus[2].processes.append(me), 3: fake.gpus[2].processes.clear},
+    )
+    by_id = {d.id: d.energy_j for d in report.devices}
+    # Seen at read 2 (t = 4 s), counted to the end (t = 12 s) although it left at t = 6 s.
+    assert by_id == {uuid(B): 0.0, uuid(A): 0.0, uuid(C): pytest.approx(100.0 * 8.0)}
+
+
+def test_a_power_only_gpu_reports_a_flat_counter_until_used_then_power(
+    late_clock: FakeClock,
+) -> None:
+    fake = FakeNVML(
+        [gpu(A, 0x3B, energy_counter=False, power=150.0), gpu(B, 0x1A, energy_counter=False)],
+        clock=late_clock,
+    )
+    settings = make_settings(devices_by_pid=True)
+    with fake.installed():
+        found = devices(backend.discover(settings))
+        before = backend.carbontrack_read_energy(found)
+        late_clock.advance(2.0)
+        fake.gpus[0].processes.append(os.getpid())
+        after = backend.carbontrack_read_energy(found)
+        backend.carbontrack_close_devices(found)
+    assert [d.method for d in found] == ["power", "power"]
+    # Never a made-up 0 W: an unused GPU is a counter that does not move.
+    assert [(r.joules, r.watts) for r in before] == [(0.0, None), (0.0, None)]
+    assert [(r.joules, r.watts) for r in after] == [(0.0, None), (None, pytest.approx(150.0))]
+    fake.gpus[0].processes.clear()  # a new run, before the command used a GPU
+    report = late_run(
+        fake, late_clock, 5, 2.0, {2: lambda: fake.gpus[0].processes.append(os.getpid())}
+    )
+    by_id = {d.id: d.energy_j for d in report.devices}
+    # Seen at read 3 (t = 6 s): power is sampled from there, integrated to t = 10 s.
+    assert by_id == {uuid(B): 0.0, uuid(A): pytest.approx(150.0 * 4.0)}
+
+
+def test_process_lists_are_checked_at_most_every_two_seconds(late_clock: FakeClock) -> None:
+    fake = FakeNVML(three_gpus(), clock=late_clock)
+    late_run(fake, late_clock, 10, 0.5, {})
+    calls = fake.calls["nvmlDeviceGetComputeRunningProcesses"]
+    # Discovery asks each of the 3 GPUs once; then 5 s of reads allow 2 checks of 3 GPUs.
+    assert calls == 3 + 2 * 3
+
+
+def test_once_every_gpu_is_used_the_process_lists_are_no_longer_checked(
+    late_clock: FakeClock,
+) -> None:
+    fake = FakeNVML([gpu(A, 0x3B, power=50.0)], clock=late_clock)
+    report = late_run(
+        fake, late_clock, 8, 2.0, {1: lambda: fake.gpus[0].processes.append(os.getpid())}
+    )
+    # Discovery, then reads 1 and 2 (seen there); none of the 6 reads after.
+    assert fake.calls["nvmlDeviceGetComputeRunningProcesses"] == 1 + 2
+    assert report.energy_j == pytest.approx(50.0 * 12.0)  # from read 2 (t = 4 s) to t = 16 s
+
+
+def test_a_late_counted_gpu_still_sees_a_counter_reset(late_clock: FakeClock) -> None:
+    fake = FakeNVML([gpu(A, 0x3B, power=200.0)], clock=late_clock)
+    report = late_run(
+        fake,
+        late_clock,
+        6,
+        2.0,
+        {
+            1: lambda: fake.gpus[0].processes.append(os.getpid()),
+            3: lambda: fake.reset_energy(fake.gpus[0]),
+        },
+    )
+    (dev,) = report.devices
+    assert dev.resets == 1
+    # Counted from read 2 (t = 4 s) to t = 12 s, less the interval of the reset (t = 6..8 s).
+    assert dev.energy_j == pytest.approx(200.0 * 6.0)
+
+
+def test_late_processes_invisible_in_a_container_fall_back_to_full_measuring(
+    late_clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    gpus = [gpu(A, 0x3B, power=300.0), gpu(B, 0x1A, power=100.0)]
+    fake = FakeNVML(gpus, clock=late_clock)
+
+    def host_pids() -> None:  # the command started: NVML lists its host PID, unknown here
+        fake.gpus[0].processes.append(999_999_991)
+
     with caplog.at_level(logging.WARNING):
-        found = discover(FakeNVML(three_gpus()), devices_by_pid=True)
-    assert ids(found) == [uuid(B), uuid(A), uuid(C)]
-    assert "no process computes on any GPU yet" in caplog.text
+        report = late_run(fake, late_clock, 4, 2.0, {1: host_pids})
+    assert "--pid=host" in caplog.text
+    assert caplog.text.count("devices_by_pid cannot tell") == 1
+    # As when discovery sees it: every watched GPU measured fully, counters from the start.
+    by_id = {d.id: d.energy_j for d in report.devices}
+    assert by_id == {uuid(A): pytest.approx(300.0 * 8.0), uuid(B): pytest.approx(100.0 * 8.0)}
 
 
 # -- NVML missing or broken ----------------------------------------------------------------
@@ -697,3 +864,15 @@ def test_devices_by_pid_that_finds_gpus_ignores_cuda_visible_devices(
     with caplog.at_level(logging.WARNING):
         assert ids(discover(FakeNVML(gpus), devices_by_pid=True)) == [uuid(C)]
     assert caplog.text == ""
+
+
+def test_run_devices_by_pid_option_sets_it_like_track() -> None:
+    from carbontrack import _run_cmd
+
+    parser = argparse.ArgumentParser()
+    _run_cmd.configure_parser(parser)
+    on = parser.parse_args(["--devices-by-pid", "--", "true"])
+    off = parser.parse_args(["--", "true"])
+    on.verbosity = off.verbosity = 0
+    assert _run_cmd.settings_from_args(on).devices_by_pid is True
+    assert _run_cmd.settings_from_args(off).devices_by_pid is False

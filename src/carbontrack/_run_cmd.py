@@ -87,6 +87,12 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--gpu-ids", metavar="LIST", help="GPU indices or UUIDs to measure, comma list")
     p.add_argument(
+        "--devices-by-pid",
+        action="store_true",
+        help="measure only the GPUs the command's processes compute on, each from when they "
+        "first do (--gpu-ids overrides it)",
+    )
+    p.add_argument(
         "--attribution",
         choices=("machine", "process"),
         help="count the whole machine (default) or the command's processes' share",
@@ -142,6 +148,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         value = getattr(args, name, None)
         if value is not None:
             options[key] = value
+    if getattr(args, "devices_by_pid", False):
+        options["devices_by_pid"] = True
     if getattr(args, "no_log", False):
         options["write_log"] = False
     options["verbose"] = args.verbosity

@@ -1,7 +1,8 @@
 """NVIDIA GPUs through NVML (nvidia-ml-py): energy counters where the GPU has them, else power.
 
 Measures the GPUs this job uses: ``gpu_ids`` if given, else the processes' GPUs
-(``devices_by_pid``), else those ``CUDA_VISIBLE_DEVICES`` exposes, mapped by UUID and PCI bus id.
+(``devices_by_pid``; when they use none yet, each visible GPU counted from when they first do),
+else those ``CUDA_VISIBLE_DEVICES`` exposes, mapped by UUID and PCI bus id.
 
 The module is found through ``$CARBONTRACK_NVML_MODULE`` (default ``pynvml``), imported when
 discovery runs; ``carbontrack.testing.nvml.FakeNVML.installed()`` points it at a fake.
@@ -17,6 +18,7 @@ import shlex
 import subprocess
 import sys
 import threading
+import time
 import typing
 import warnings
 from collections.abc import Mapping, Sequence
@@ -46,6 +48,10 @@ MODULE_ENV = "CARBONTRACK_NVML_MODULE"
 #: replaces the built-in probe (a Python child asking libcuda) for tests and odd set-ups.
 CUDA_PROBE_ENV = "CARBONTRACK_CUDA_PROBE"
 CUDA_PROBE_TIMEOUT_S = 30.0
+#: With ``devices_by_pid`` and no tracked process on a GPU yet, the GPUs' process lists are
+#: checked at most this often (seconds) while reading, to see where the processes start work.
+PROCESS_CHECK_S = 2.0
+_now = time.monotonic  # the clock of that throttle; tests replace it with a fake clock
 
 # NVML return codes (nvml.h); compared with ``NVMLError.value`` so that any binding works.
 _NOT_SUPPORTED = 3
@@ -193,6 +199,84 @@ class _Handle:
     handle: Any
     label: str
     lost: str | None = None
+    late: _Late | None = None
+
+
+@attrs.define(eq=False)
+class _Late:
+    """A GPU counted only from when the tracked processes first run on it (late attribution)."""
+
+    watch: _Watch
+    gpu: _Gpu
+    frozen_j: float  # the counter at discovery (0 for a power-only GPU): reported while unused
+    counting: bool = False
+    offset_j: float | None = None  # raw counter minus what is reported; None before counting
+    last_raw_j: float = 0.0
+
+
+@attrs.define(eq=False)
+class _Watch:
+    """Late attribution for ``devices_by_pid``: which GPUs the tracked processes have used.
+
+    Discovery found the tracked processes on no GPU yet (``carbontrack run`` starts measuring
+    before the command has initialised CUDA), so every visible GPU is a device, reported as a
+    frozen counter (0 J) until the process tree is seen in its process list.
+    """
+
+    session: _Session
+    pid: int
+    proc_root: Path
+    checked_at: float
+    gpus: list[_Late] = attrs.field(factory=list)
+    gave_up: bool = False
+
+    def update(self) -> None:
+        """Check the unused GPUs' process lists (throttled); start counting where ours appear."""
+        pending = [late for late in self.gpus if not late.counting]
+        now = _now()
+        if not pending or now - self.checked_at < PROCESS_CHECK_S:
+            return
+        self.checked_at = now
+        nvml = self.session.nvml
+        listed: dict[int, set[int]] = {}
+        for k, late in enumerate(pending):
+            pids = set(_compute_pids(nvml, late.gpu.handle))
+            for mig in late.gpu.mig_handles:
+                pids.update(_compute_pids(nvml, mig))
+            if pids:
+                listed[k] = pids
+        if not listed:
+            return  # nothing computes on these GPUs: no need to walk /proc
+        ours = process_tree(self.pid, self.proc_root)
+        started = [pending[k] for k, pids in listed.items() if pids & ours]
+        for late in started:
+            late.counting = True  # the next read fixes the offset: counting starts there
+            logger.info(
+                "carbontrack: process %d (or a child) now computes on GPU %d (%s); counting "
+                "its energy from here",
+                self.pid,
+                late.gpu.smi_index,
+                late.gpu.uuid,
+            )
+        every_pid = set().union(*listed.values())
+        if started or any((self.proc_root / str(p)).exists() for p in every_pid):
+            return
+        # NVML lists processes that do not exist here: a container without the host PID
+        # namespace, where NVML's PIDs never match. As at discovery, measure the GPUs fully.
+        logger.warning(
+            "carbontrack: devices_by_pid cannot tell which GPUs process %d uses: NVML lists "
+            "processes %s that this process cannot see (inside a container without the host "
+            "PID namespace; run it with --pid=host). Measuring all %d watched GPUs instead: "
+            "energy counters from the start, power-only GPUs from now",
+            self.pid,
+            sorted(every_pid),
+            len(self.gpus),
+        )
+        self.gave_up = True
+        for late in pending:
+            late.counting = True
+            late.offset_j = 0.0  # report the raw counter: its energy since discovery counts
+            late.last_raw_j = late.frozen_j
 
 
 def _describe(nvml: Any, index: int) -> _Gpu:
@@ -234,6 +318,7 @@ class _Choice:
     gpus: tuple[_Gpu, ...]
     how: str
     unavailable: tuple[Unavailable, ...] = ()
+    late: bool = False  # devices_by_pid found no process yet: count each GPU once it is used
 
 
 def _match_uuid_prefix(gpus: Sequence[_Gpu], entry: str) -> _Gpu | None:
@@ -362,8 +447,9 @@ def _compute_pids(nvml: Any, handle: Any) -> list[int]:
 
 def _by_process(
     nvml: Any, gpus: Sequence[_Gpu], pid: int, proc_root: Path
-) -> tuple[list[_Gpu], str]:
-    """GPUs on which ``pid`` or its descendants compute, and, when there are none, why."""
+) -> tuple[list[_Gpu], str, bool]:
+    """GPUs on which ``pid`` or its descendants compute; when there are none, why, and whether
+    the listed processes are invisible here (a container: their PIDs can never match)."""
     ours = process_tree(pid, proc_root)
     seen: set[int] = set()
     chosen: list[_Gpu] = []
@@ -375,7 +461,7 @@ def _by_process(
         if pids & ours:
             chosen.append(gpu)
     if chosen:
-        return chosen, ""
+        return chosen, "", False
     if not seen:
         why = (
             f"no process computes on any GPU yet (process {pid} has not used CUDA when the "
@@ -387,9 +473,10 @@ def _by_process(
             "container without the host PID namespace (run it with --pid=host) NVML's PIDs "
             "never match"
         )
+        return [], why, True
     else:
         why = f"the processes on the GPUs {sorted(seen)} are not process {pid} or its children"
-    return [], why
+    return [], why, False
 
 
 def _choose(nvml: Any, gpus: Sequence[_Gpu], settings: Settings, proc_root: Path) -> _Choice:
@@ -408,10 +495,26 @@ def _choose(nvml: Any, gpus: Sequence[_Gpu], settings: Settings, proc_root: Path
         )
         return _Choice(tuple(chosen), f"gpu_ids={','.join(settings.gpu_ids)}", unavailable)
     if settings.devices_by_pid:
-        chosen, why = _by_process(nvml, gpus, settings.tracked_pid, proc_root)
+        pid = settings.tracked_pid
+        chosen, why, invisible = _by_process(nvml, gpus, pid, proc_root)
         if chosen:
-            return _Choice(tuple(chosen), f"devices_by_pid (process {settings.tracked_pid})")
+            return _Choice(tuple(chosen), f"devices_by_pid (process {pid})")
         visible = _visible(gpus, os.environ)
+        if not invisible:
+            # Not yet on a GPU (``carbontrack run`` measures before the command starts CUDA):
+            # watch the visible GPUs and count each from when the processes first use it.
+            logger.info(
+                "carbontrack: devices_by_pid: %s; each visible GPU (%s) is counted from when "
+                "process %d or a child first computes on it",
+                why,
+                visible.how,
+                pid,
+            )
+            how = (
+                f"devices_by_pid (process {pid}), counted only from when process {pid} or its "
+                f"children first run on it ({why}; watching {visible.how})"
+            )
+            return _Choice(visible.gpus, how, late=True)
         logger.warning(
             "carbontrack: devices_by_pid found no GPU to measure: %s; measuring the visible "
             "GPUs instead (%s)",
@@ -564,8 +667,25 @@ def _discover(session: _Session, settings: Settings, proc_root: Path) -> list[De
         return found
     choice = _choose(nvml, gpus, settings, proc_root)
     found.extend(choice.unavailable)
-    found.extend(_device(session, gpu, choice.how) for gpu in choice.gpus)
+    made = [_device(session, gpu, choice.how) for gpu in choice.gpus]
+    found.extend(made)
+    if choice.late:
+        watch = _Watch(session, settings.tracked_pid, proc_root, checked_at=_now())
+        for gpu, item in zip(choice.gpus, made, strict=True):
+            if isinstance(item, Device):
+                item.handle.late = _Late(watch, gpu, frozen_j=_baseline_j(nvml, item))
+                watch.gpus.append(item.handle.late)
     return found
+
+
+def _baseline_j(nvml: Any, device: Device) -> float:
+    """The counter at discovery (J), what a GPU not yet used reports; 0 for power-only GPUs."""
+    if device.method != "counter":
+        return 0.0
+    try:
+        return float(nvml.nvmlDeviceGetTotalEnergyConsumption(device.handle.handle)) / 1000.0
+    except nvml.NVMLError:
+        return 0.0  # any constant will do: only its differences count
 
 
 @hookimpl
@@ -578,6 +698,11 @@ def _read(device: Device) -> Reading:
     handle: _Handle = device.handle
     if handle.lost is not None:
         return Reading(device.id, error=handle.lost)
+    late = handle.late
+    if late is not None and not late.counting:
+        # Not used by the tracked processes yet: a counter that does not move adds 0 J (a
+        # power-only GPU too: a flat counter, never a made-up 0 W).
+        return Reading(device.id, joules=late.frozen_j, wrap_j=None)
     nvml = handle.session.nvml
     call = (
         "nvmlDeviceGetTotalEnergyConsumption"
@@ -594,14 +719,45 @@ def _read(device: Device) -> Reading:
         return Reading(device.id, error=error)
     if device.method == "counter":
         # mJ since the driver loaded; u64, never wraps in practice: a decrease is a reset.
-        return Reading(device.id, joules=value / 1000.0, wrap_j=None)
+        joules = value / 1000.0
+        if late is not None:
+            joules = _late_counter(late, joules)
+        return Reading(device.id, joules=joules, wrap_j=None)
     return Reading(device.id, watts=value / 1000.0)
+
+
+def _late_counter(late: _Late, raw_j: float) -> float:
+    """What a late-attributed GPU's counter reports: shifted so that counting starts at the
+    first read after its processes appeared, with a reset still seen as a decrease."""
+    if late.offset_j is None:  # the first counted read: continue from the frozen value
+        late.offset_j = raw_j - late.frozen_j
+    elif raw_j < late.last_raw_j:  # a reset (driver reload): report 0, a decrease
+        late.offset_j = raw_j
+    late.last_raw_j = raw_j
+    return max(raw_j - late.offset_j, 0.0)
 
 
 @hookimpl
 def carbontrack_read_energy(devices: Sequence[Device]) -> list[Reading]:
-    """Read each GPU's energy counter (J) or power (W); a failing GPU gives an error reading."""
+    """Read each GPU's energy counter (J) or power (W); a failing GPU gives an error reading.
+
+    With late attribution (``devices_by_pid`` before the processes used a GPU), first check
+    the process lists of the GPUs not yet used, at most every ``PROCESS_CHECK_S`` seconds.
+    """
+    watches = {id(w): w for d in devices if (w := _watch_of(d)) is not None}
+    for watch in watches.values():
+        try:
+            watch.update()
+        except Exception:  # a failed check leaves the GPUs as they were; reads go on
+            logger.debug("devices_by_pid process check failed", exc_info=True)
     return [_read(d) for d in devices]
+
+
+def _watch_of(device: Device) -> _Watch | None:
+    handle = device.handle
+    if isinstance(handle, _Handle) and handle.late is not None:
+        return handle.late.watch
+    return None
 
 
 @hookimpl
