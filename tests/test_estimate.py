@@ -482,6 +482,26 @@ def test_in_a_vm_the_reason_says_so_and_warns_about_the_chip_tdp(
     assert "docker" not in detail  # a VM has no RAPL to mount
 
 
+def test_in_a_vm_a_few_vcpus_are_not_charged_the_whole_chip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, proc: FakeProcFS
+) -> None:
+    # 4 vCPUs of a Xeon Gold 6248 (150 W for 20 cores): 4 x 4 W, not 150 W.
+    fake = use(monkeypatch, FakeProcFS(tmp_path / "vm", hypervisor=True, threads_per_socket=4))
+    cpu = estimate.read_cpu_info(fake.proc)
+    tdp = estimate.resolve_tdp(make_settings(), cpu)
+    assert tdp.total_w == 4 * estimate.DEFAULT_W_PER_THREAD
+    assert "less than the whole chip's 150 W" in tdp.source
+    assert "in a VM: 4 vCPUs" in only_device(discover()).detail
+
+
+def test_on_bare_metal_the_table_tdp_stands(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, proc: FakeProcFS
+) -> None:
+    fake = use(monkeypatch, FakeProcFS(tmp_path / "metal", threads_per_socket=4))
+    cpu = estimate.read_cpu_info(fake.proc)
+    assert estimate.resolve_tdp(make_settings(), cpu).total_w == 150.0
+
+
 def test_masked_rapl_zones_are_the_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, proc: FakeProcFS
 ) -> None:

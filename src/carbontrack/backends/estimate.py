@@ -9,7 +9,8 @@ when a measured device of the same kind exists. The curve, the tables and their 
   3.5 W (100 % load) per vCPU give ``IDLE_SHARE = 0.74 / 3.5 = 0.211``.
 * TDP, in order: ``settings.cpu_tdp_w`` (all sockets together); the shipped table
   ``data/cpu_tdp.csv`` (CodeCarbon's ``cpu_power.csv``, MIT, see ``cpu_tdp_meta.json``) matched
-  against the model string and multiplied by the number of sockets; else
+  against the model string and multiplied by the number of sockets (in a VM at most
+  ``DEFAULT_W_PER_THREAD`` per vCPU: the table's figure is the whole chip's); else
   ``DEFAULT_W_PER_THREAD`` x logical CPUs.
 * ``u``: the machine's busy share from ``/proc/stat``; with ``attribution="process"`` the
   tracked process tree's CPU time over the machine's, and the idle floor shared in proportion
@@ -284,11 +285,19 @@ def resolve_tdp(settings: Settings, cpu: CpuInfo) -> TdpChoice:
         return TdpChoice(float(settings.cpu_tdp_w), "the cpu_tdp_w setting", True)
     found = match_cpu(cpu.model) if cpu.model else None
     if found is not None:
-        return TdpChoice(
-            found.tdp_w * cpu.sockets,
-            f"{cpu.sockets} x {found.tdp_w:g} W for {found.name!r} in carbontrack's CPU table",
-            True,
-        )
+        table_w = found.tdp_w * cpu.sockets
+        table = f"{cpu.sockets} x {found.tdp_w:g} W for {found.name!r} in carbontrack's CPU table"
+        share_w = DEFAULT_W_PER_THREAD * cpu.threads
+        if cpu.virtual and share_w < table_w:
+            # A VM sees a few vCPUs of a chip whose TDP covers all its cores: the whole chip's
+            # figure would charge a 4-vCPU VM for a 64-core processor.
+            return TdpChoice(
+                share_w,
+                f"in a VM: {cpu.threads} vCPUs x {DEFAULT_W_PER_THREAD:g} W, less than the "
+                f"whole chip's {table_w:g} W ({table}); set cpu_tdp_w to your share",
+                True,
+            )
+        return TdpChoice(table_w, table, True)
     why = "model not in carbontrack's CPU table" if cpu.model else "CPU model unknown"
     return TdpChoice(
         DEFAULT_W_PER_THREAD * cpu.threads,
@@ -665,7 +674,9 @@ def carbontrack_discover_devices(settings: Settings) -> list[Device | Unavailabl
             f"P = TDP x ({IDLE_SHARE:.2f} + {1 - IDLE_SHARE:.2f} x u), TDP {tdp.total_w:g} W "
             f"({tdp.source}), u = {source.describe}"
         )
-        if cpu.virtual and tdp.known_model and settings.cpu_tdp_w is None:
+        # (A VM's share already capped in resolve_tdp says so in its source.)
+        chip_tdp_in_vm = cpu.virtual and tdp.known_model and settings.cpu_tdp_w is None
+        if chip_tdp_in_vm and not tdp.source.startswith("in a VM"):
             detail += "; in a VM the table's TDP is the whole chip's: set cpu_tdp_w to your share"
         why = _not_measured(cpu)
         if why is not None:
