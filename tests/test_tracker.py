@@ -534,3 +534,11 @@ def test_an_epoch_open_at_stop_counts_in_the_total_but_not_as_an_epoch() -> None
     assert [e.index for e in r.epochs] == [1]
     assert r.energy_j > r.epochs[0].energy_j
     assert any("epoch 2 was still open" in w for w in r.warnings)
+
+
+def test_summary_never_calls_nothing_measured(capsys: pytest.CaptureFixture[str]) -> None:
+    with track(interval_s=0.01):
+        pass
+    first = capsys.readouterr().err.splitlines()[0]
+    assert "(nothing measured)" in first
+    assert "(measured)" not in first

@@ -123,7 +123,9 @@ def format_report(
     measured when no ``Unavailable`` says so).
     """
     head = "carbontrack: actual" if report.final else "carbontrack: so far"
-    if not report.estimated:
+    if not report.devices:
+        head += " (nothing measured)"
+    elif not report.estimated:
         head += " (measured)"
     else:
         head += " (ESTIMATED)" if report.methods == ("model",) else " (partly ESTIMATED)"
