@@ -536,7 +536,7 @@ def test_an_epoch_open_at_stop_counts_in_the_total_but_not_as_an_epoch() -> None
     assert any("epoch 2 was still open" in w for w in r.warnings)
 
 
-def test_summary_never_calls_nothing_measured(capsys: pytest.CaptureFixture[str]) -> None:
+def test_summary_of_a_run_without_devices_says_nothing_was_measured(capsys: pytest.CaptureFixture[str]) -> None:
     with track(interval_s=0.01):
         pass
     first = capsys.readouterr().err.splitlines()[0]
