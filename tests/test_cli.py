@@ -79,6 +79,38 @@ def test_every_command_has_help_with_examples(env: dict[str, str], command: str)
     assert f"carbontrack {command}" in done.stdout.split("examples:")[1]
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--version"],
+        ["plugins"],
+        ["plugins", "--json"],
+        ["intensity", "--location", "DK"],
+        ["devices", "--json"],
+    ],
+)
+def test_a_closed_stdout_ends_quietly_like_a_shell_tool(
+    env: dict[str, str], args: list[str]
+) -> None:
+    # `carbontrack plugins | head -1`: the reader has gone before carbontrack writes.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [*CARBONTRACK, *args],
+            env=env,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert done.stderr == ""
+    assert done.returncode == 128 + signal.SIGPIPE
+
+
 # -- run: exit codes ---------------------------------------------------------------------------
 
 

@@ -10,6 +10,8 @@ import argparse
 import importlib
 import json
 import logging
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -239,6 +241,20 @@ def _prepare_argv(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``carbontrack`` console script; returns the exit code."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, so that a reader gone away is caught below, not at exit
+    except BrokenPipeError:
+        # `carbontrack plugins | head -1`: the reader has what it wanted. End quietly with
+        # the code a shell tool killed by SIGPIPE gives, and let nothing flush to the pipe again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + signal.SIGPIPE
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     if raw == ["--version"]:  # answered before the parser imports every command's module
         print(f"carbontrack {__version__}")
