@@ -644,7 +644,25 @@ def test_intensity_for_a_location(env: dict[str, str]) -> None:
 def test_intensity_with_an_unknown_location_exits_2(env: dict[str, str]) -> None:
     done = carbontrack("intensity", "--location", "Atlantis", env=env)
     assert done.returncode == 2
-    assert "Atlantis" in done.stderr
+    assert "usage: carbontrack intensity" in done.stderr
+    assert "--location 'Atlantis' is not a known location" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--provider", "carbonintensity"], "--provider: 'carbonintensity' is not a keyless"),
+        (["--location", ""], "--location ''"),
+    ],
+)
+def test_intensity_rejects_what_it_would_silently_ignore(
+    env: dict[str, str], args: list[str], named: str
+) -> None:
+    done = carbontrack("intensity", *args, env=env)
+    assert done.returncode == 2
+    assert "usage: carbontrack intensity" in done.stderr
+    assert named in done.stderr
+    assert done.stdout == ""
 
 
 def test_process_attribution_follows_the_command(tmp_path: Path) -> None:

@@ -22,6 +22,20 @@ EPILOG = """examples:
 """
 
 
+def _provider(text: str) -> str:
+    """A keyless live provider's name, checked: an unknown one would be ignored without a word."""
+    from carbontrack.intensity._live import CarbonIntensityGB, EnergiDataService
+
+    known = [CarbonIntensityGB.name, EnergiDataService.name]
+    accepted = {n.lower() for cls in (CarbonIntensityGB, EnergiDataService) for n in cls.names}
+    if text.strip().lower() not in accepted | {n.lower() for n in known}:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a keyless live provider: expected one of {', '.join(known)} "
+            "(Electricity Maps is switched on by its key: CARBONTRACK_ELECTRICITYMAPS_KEY)"
+        )
+    return text.strip()
+
+
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Add the options of ``carbontrack intensity`` to ``p``."""
     p.description = "Show the carbon intensity a run started now would use, and its source."
@@ -37,6 +51,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         "--provider",
         action="append",
         default=[],
+        type=_provider,
         metavar="NAME",
         help="switch on a keyless live provider: carbonintensity-gb, energidataservice "
         "(Electricity Maps needs a key: CARBONTRACK_ELECTRICITYMAPS_KEY)",
@@ -63,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {"plugin_options": {"intensity": {"forecast": True}}}
     if args.provider:
         options["plugin_options"]["intensity"]["providers"] = list(args.provider)
-    if getattr(args, "location", None):
+    if getattr(args, "location", None) is not None:
         options["location"] = args.location
     if getattr(args, "geolocate", False):
         options["geolocate"] = True
@@ -71,7 +86,13 @@ def run(args: argparse.Namespace) -> int:
         settings = make_settings(**options)
         location, intensity = current_intensity(settings)
     except (InvalidOption, ValueError, TypeError) as exc:
-        print(f"carbontrack intensity: {exc}", file=sys.stderr)
+        message = str(exc)
+        if message.startswith("location="):  # in the words the user typed
+            message = "--location " + message.removeprefix("location=")
+        parser = getattr(args, "command_parser", None)
+        if parser is not None:
+            parser.error(message)  # the usage line, and exit 2
+        print(f"carbontrack intensity: error: {message}", file=sys.stderr)
         return 2
 
     if args.json:
