@@ -218,6 +218,8 @@ def test_unknown_option_exits_2_with_usage(env: dict[str, str]) -> None:
         ("--interval", "soon", "invalid float value: 'soon'"),
         ("--components", "cpu,tpu", "Unknown: 'tpu'"),
         ("--attribution", "mine", "invalid choice: 'mine'"),
+        ("--pue", "nasa", "--pue preset 'nasa' is not known"),
+        ("--gpu-ids", "", "--gpu-ids '' is empty: expected GPU indices or UUIDs"),
     ],
 )
 def test_invalid_value_exits_2_naming_the_option(
@@ -227,6 +229,19 @@ def test_invalid_value_exits_2_naming_the_option(
     assert done.returncode == 2
     assert done.stderr.startswith("usage: carbontrack run")
     assert words in done.stderr
+    # In the words of the command line, not of track()'s keyword arguments.
+    assert "pue=" not in done.stderr
+    assert "None" not in done.stderr
+
+
+def test_json_into_a_directory_exits_2_before_the_command_runs(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran"
+    done = carbontrack("run", "--json", str(tmp_path), "--", "touch", str(marker), env=env)
+    assert done.returncode == 2
+    assert f"--json {tmp_path} is a directory" in done.stderr
+    assert not marker.exists()
 
 
 # -- run: what belongs to the child --------------------------------------------------------------

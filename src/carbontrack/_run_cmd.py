@@ -126,6 +126,8 @@ _OPTION_OF = {
 
 
 def _in_cli_words(message: str) -> str:
+    if message.startswith("pue preset "):  # the PUE presets' own wording, from track()'s view
+        return "--" + message.replace(" as pue=", "")
     field, sep, rest = message.partition("=")
     if sep and field in _OPTION_OF:
         return f"{_OPTION_OF[field]} {rest}"
@@ -148,6 +150,12 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         value = getattr(args, name, None)
         if value is not None:
             options[key] = value
+    gpu_ids = getattr(args, "gpu_ids", None)
+    if gpu_ids is not None and not gpu_ids.strip(" ,"):
+        raise InvalidOption(
+            f"--gpu-ids {gpu_ids!r} is empty: expected GPU indices or UUIDs, e.g. --gpu-ids 0,1 "
+            "(leave the option out to measure every GPU)"
+        )
     if getattr(args, "devices_by_pid", False):
         options["devices_by_pid"] = True
     if getattr(args, "no_log", False):
@@ -498,6 +506,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         settings = settings_from_args(args)
     except (InvalidOption, TypeError, ValueError) as exc:
         parser.error(_in_cli_words(str(exc)))
+    if args.json not in (None, "-") and Path(args.json).expanduser().is_dir():
+        # Found out now, not when a long run is over and its report has nowhere to go.
+        parser.error(
+            f"--json {args.json} is a directory: expected a file name, "
+            f"e.g. --json {Path(args.json) / 'report.json'}"
+        )
     problem = check_command(cmd[0])
     if problem is not None:
         code, message = problem
@@ -512,7 +526,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             try:
                 _write_json(report, args.json)
             except OSError as exc:
-                _say(f"cannot write the JSON report to {args.json}: {exc}")
+                where = "stdout" if args.json == "-" else args.json
+                _say(f"cannot write the JSON report to {where}: {exc}")
     return returncode
 
 
