@@ -266,6 +266,7 @@ def test_devices_says_when_nothing_can_be_measured(tmp_path: Path) -> None:
 def test_devices_rejects_a_bad_window(tmp_path: Path, window: str) -> None:
     done = carbontrack("devices", "--window", window, env=cli_env(tmp_path, plugin=False))
     assert done.returncode == 2
+    assert done.stderr.startswith("usage: carbontrack devices")  # as for any invalid value
     assert "--window" in done.stderr
 
 

@@ -262,11 +262,14 @@ def run(args: argparse.Namespace) -> int:
 
     window = args.window
     if not window > 0 or window > 60:
-        print(
-            f"carbontrack devices: error: --window {window!r} is not valid: expected seconds "
-            "between 0 and 60, e.g. --window 0.5",
-            file=sys.stderr,
+        message = (
+            f"--window {window!r} is not valid: expected seconds between 0 and 60, "
+            "e.g. --window 0.5"
         )
+        parser = getattr(args, "command_parser", None)
+        if parser is not None:
+            parser.error(message)  # the usage line, and exit 2
+        print(f"carbontrack devices: error: {message}", file=sys.stderr)
         return 2
     try:
         views = inspect_devices(window_s=window)

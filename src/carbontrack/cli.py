@@ -42,8 +42,10 @@ examples:
 
 EPILOG_REPORT = """\
 examples:
-  carbontrack report
-  carbontrack report --help    # every option
+  carbontrack report                          # the runs in carbontrack's log directory
+  carbontrack report runs/ old/carbontracker/ # our *.jsonl logs and carbontracker's logs
+  carbontrack report --format csv > runs.csv  # one row per run, for a spreadsheet
+  carbontrack report --json | jq .total
 """
 
 EPILOG_INTENSITY = """\
