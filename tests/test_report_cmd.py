@@ -285,3 +285,41 @@ def test_each_run_shows_its_first_prediction_beside_the_actual(tmp_path: Path) -
     final = json.loads(log.read_text(encoding="utf-8").splitlines()[-1])["report"]
     assert by_tool["carbontrack"]["predicted_co2eq_g"] == final["predictions"][0]["co2eq_g"]
     assert by_tool["carbontracker"]["predicted_co2eq_g"] == pytest.approx(0.078122222222)
+
+
+def test_csv_gives_start_times_in_iso_8601_utc(tmp_path: Path) -> None:
+    from carbontrack._report_cmd import RunSummary, format_csv
+
+    run = RunSummary(
+        path="x.jsonl",
+        tool="carbontrack",
+        run_id="r1",
+        started_at=0.0,
+        duration_s=1.0,
+        energy_kwh=0.5,
+        facility_energy_kwh=0.5,
+        co2eq_g=10.0,
+        epochs=1,
+    )
+    text = format_csv(
+        [run],
+        {
+            "duration_s": 1.0,
+            "energy_kwh": 0.5,
+            "facility_energy_kwh": 0.5,
+            "co2eq_g": 10.0,
+            "runs": 1,
+        },
+    )
+    assert "1970-01-01T00:00:00Z" in text.splitlines()[1]
+
+
+def test_corrupt_line_warning_gives_the_column(tmp_path: Path) -> None:
+    from carbontrack.writers.runlog import read_run_log
+
+    log = tmp_path / "bad.jsonl"
+    log.write_text('{"type": "header"}\n{"type": "ep\x01och"}\n', encoding="utf-8")
+    lines, problems = read_run_log(log)
+    assert len(lines) == 1
+    (problem,) = problems
+    assert problem == f"{log}:2: not JSON (Invalid control character at column 13); line skipped"

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 import attrs
 
 from carbontrack.model import J_PER_KWH
+from carbontrack.writers.csv import iso_utc
 from carbontrack.writers.runlog import iter_run_log
 
 __all__ = [
@@ -566,7 +567,10 @@ def format_csv(runs: list[RunSummary], total: Mapping[str, Any]) -> str:
     writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for r in runs:
-        writer.writerow(r.to_dict())
+        row = r.to_dict()
+        # ISO 8601 UTC, as in the CSV files runs write (a spreadsheet reads it as a date).
+        row["started_at"] = iso_utc(r.started_at) if r.started_at is not None else ""
+        writer.writerow(row)
     writer.writerow(
         {
             "path": "",

@@ -96,7 +96,7 @@ def epochs_csv_path(settings: Settings) -> Path:
     return log_dir(settings) / f"{settings.log_file_prefix}carbontrack-epochs.csv"
 
 
-def _iso_utc(ts: float) -> str:
+def iso_utc(ts: float) -> str:
     # Second resolution is what a spreadsheet shows; the run log keeps the exact Unix time.
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
@@ -120,7 +120,7 @@ def run_row(report: Report) -> dict[str, Cell]:
     location = "/".join(p for p in (where.country, where.region) if p) or None
     return {
         "run_id": report.run_id,
-        "started_at": _iso_utc(report.started_at),
+        "started_at": iso_utc(report.started_at),
         "duration_s": report.duration_s,
         "energy_j": report.energy_j,
         "energy_kwh": report.energy_j / J_PER_KWH,
@@ -145,7 +145,7 @@ def epoch_row(run_id: str, epoch: EpochRecord, prediction: Prediction | None) ->
     return {
         "run_id": run_id,
         "epoch": epoch.index,
-        "started_at": _iso_utc(epoch.started_at),
+        "started_at": iso_utc(epoch.started_at),
         "duration_s": epoch.duration_s,
         "energy_j": epoch.energy_j,
         "co2eq_g": epoch.co2eq_g,

@@ -107,7 +107,9 @@ def iter_run_log(
             try:
                 value = json.loads(raw)
             except json.JSONDecodeError as exc:
-                problems.append(f"{path}:{number}: not JSON ({exc.msg}); line skipped")
+                # json's own message for some errors ends in "at", waiting for a position.
+                why = f"{exc.msg.removesuffix(' at')} at column {exc.colno}"
+                problems.append(f"{path}:{number}: not JSON ({why}); line skipped")
                 continue
             if not isinstance(value, dict) or not isinstance(value.get("type"), str):
                 problems.append(f"{path}:{number}: not a carbontrack log line; line skipped")
