@@ -112,15 +112,13 @@ def format_prediction(p: Prediction, pue: float = 1.0, *, equivalents: bool = Tr
 def format_report(
     report: Report,
     log_path: str | None = None,
-    details: Mapping[str, str] | None = None,
     *,
     equivalents: bool = True,
 ) -> str:
     """The final summary: totals, each component with its method, intensity and what to fix.
 
-    ``details`` maps ``"backend/id"`` of devices to their ``Device.detail``: each estimate
-    (``method="model"``) is printed once with it (how it was modelled, and why nothing was
-    measured when no ``Unavailable`` says so).
+    Each estimate (``method="model"``) is printed once with its device's ``detail`` (how it was
+    modelled, and why nothing was measured when no ``Unavailable`` says so).
     """
     head = "carbontrack: actual" if report.final else "carbontrack: so far"
     if not report.devices:
@@ -145,8 +143,7 @@ def format_report(
         lines.append("  no device measured: energy unknown (run `carbontrack devices`)")
     for d in report.devices:
         if d.method == "model":
-            detail = d.detail or (details or {}).get(f"{d.backend}/{d.id}", "")
-            lines.append(f"  ESTIMATE {d.name}: " + (detail or "modelled, not measured"))
+            lines.append(f"  ESTIMATE {d.name}: " + (d.detail or "modelled, not measured"))
         if d.shared:
             # A MIG slice's GPU (or other shared hardware) is counted whole: say so, not silently.
             lines.append(
@@ -217,7 +214,6 @@ class ConsoleWriter:
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream
-        self._details: dict[str, dict[str, str]] = {}
         self._printed_at: dict[str, float] = {}
 
     def _print(self, text: str) -> None:
@@ -226,8 +222,7 @@ class ConsoleWriter:
 
     @hookimpl
     def carbontrack_run_started(self, run: RunInfo, settings: Settings) -> None:
-        """Keep the devices' details for the summary; at ``verbose=2``, list them."""
-        self._details[run.run_id] = {f"{d.backend}/{d.id}": d.detail for d in run.devices}
+        """At ``verbose=2``, list what will be measured."""
         if settings.verbose < 2:
             return
         names = ", ".join(f"{d.name} [{d.method}]" for d in run.devices) or "nothing"
@@ -262,5 +257,4 @@ class ConsoleWriter:
             path = run_log_path(settings, report.run_id, report.started_at)
             # A log that could not be written (the failure is listed) is not pointed to.
             log = str(path) if path.is_file() else None
-        details = self._details.pop(report.run_id, None)
-        self._print(format_report(report, log, details, equivalents=show_equivalents(settings)))
+        self._print(format_report(report, log, equivalents=show_equivalents(settings)))
