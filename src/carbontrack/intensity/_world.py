@@ -34,22 +34,27 @@ HOW_TO_SET = "Set it with track(location='DK'), CARBONTRACK_LOCATION=DK or --loc
 
 
 # Why the live providers asked before this answer gave none, for its note (so the report says
-# it, not only the log). One look-up runs in one thread; whoever answers takes the list.
-_failures = threading.local()
+# it, not only the log). The plugin host calls each provider on its own worker thread, so the
+# notes of one look-up are keyed by its settings object (one per run), not by thread.
+_failures: dict[int, list[str]] = {}
+_failures_lock = threading.Lock()
+_MAX_PENDING = 64  # look-ups answered by a third-party provider never take theirs: stay small
 
 
-def provider_failed(note: str) -> None:
+def provider_failed(note: str, settings: object) -> None:
     """Record that a live provider gave nothing in the current look-up, and why."""
-    pending: list[str] = getattr(_failures, "notes", [])
-    if note not in pending:
-        _failures.notes = [*pending, note]
+    with _failures_lock:
+        pending = _failures.setdefault(id(settings), [])
+        if note not in pending:
+            pending.append(note)
+        while len(_failures) > _MAX_PENDING:
+            del _failures[next(iter(_failures))]
 
 
-def take_failures() -> list[str]:
+def take_failures(settings: object) -> list[str]:
     """The failures recorded in the current look-up, now cleared."""
-    pending: list[str] = getattr(_failures, "notes", [])
-    _failures.notes = []
-    return pending
+    with _failures_lock:
+        return _failures.pop(id(settings), [])
 
 
 def world_intensity(note: str) -> Intensity:
@@ -93,7 +98,7 @@ def table_intensity(location: Location) -> Intensity | None:
 def carbontrack_carbon_intensity(location: Location, settings: Settings) -> Intensity:
     """Answer last: ``intensity_g_per_kwh``, else the country table, else the world average;
     the note names any live provider that failed before."""
-    failures = take_failures()
+    failures = take_failures(settings)
     found = _offline(location, settings)
     if not failures:
         return found
