@@ -8,12 +8,10 @@ any key redacted.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import time
-import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -85,6 +83,8 @@ def read_config() -> dict[str, Any]:
         # An unreadable file (permissions) is not a mistake in it: go on without it, say so.
         logger.warning("carbontrack: config file %s cannot be read (%s); ignored", path, exc)
         return {}
+    import tomllib  # only when there is a config file to parse
+
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -183,6 +183,8 @@ def cache_dir() -> Path:
 
 
 def _cache_file(key: str) -> Path:
+    import hashlib
+
     return cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
 
 
