@@ -20,7 +20,6 @@ __all__ = [
 ]
 
 
-
 @attrs.frozen
 class CountryIntensity:
     """One row of the table: a country's intensity in its latest year with data."""

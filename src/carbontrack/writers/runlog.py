@@ -36,6 +36,7 @@ def _platform() -> str:
 
     return platform.platform()
 
+
 __all__ = ["RunLogWriter", "iter_run_log", "read_run_log"]
 
 
