@@ -221,9 +221,7 @@ def test_bad_points_from_gb_and_denmark_are_dropped(
     found: list[Intensity | None] = []
     with FakeCarbonIntensityGB(_hourly, now=_fixed) as gb:
         gb.fail(kind)
-        settings = make_settings(
-            plugin_options=gb.plugin_options(providers=["carbonintensity-gb"])
-        )
+        settings = make_settings(plugin_options=gb.plugin_options(providers=["carbonintensity-gb"]))
         found.append(_ask(CarbonIntensityGB(), settings, "GB", NOW - 3 * HOUR, NOW))
     with FakeEnergiDataService(_hourly, now=_fixed, rate_limit_s=0) as eds:
         eds.fail(kind)
@@ -314,15 +312,17 @@ def test_a_key_echoed_in_any_case_is_written_nowhere(
 
 
 def test_a_key_echoed_in_an_error_is_redacted_in_any_case() -> None:
-    with _EchoingMaps(_hourly, key="the-right-key") as server:
-        with pytest.raises(ProviderError) as caught:
-            get_json(
-                server.url + "/carbon-intensity/latest",
-                params={"zone": "DE"},
-                headers={"auth-token": KEY},
-                secrets=(KEY,),
-                timeout=5.0,
-            )
+    with (
+        _EchoingMaps(_hourly, key="the-right-key") as server,
+        pytest.raises(ProviderError) as caught,
+    ):
+        get_json(
+            server.url + "/carbon-intensity/latest",
+            params={"zone": "DE"},
+            headers={"auth-token": KEY},
+            secrets=(KEY,),
+            timeout=5.0,
+        )
     message = str(caught.value)
     assert "HTTP 401" in message
     assert KEY.lower() not in message.lower()
