@@ -8,6 +8,7 @@ then entry points of the group ``carbontrack`` load (unless
 
 from __future__ import annotations
 
+import contextvars
 import importlib
 import logging
 import os
@@ -16,15 +17,16 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
 import pluggy
 
 from carbontrack import _entrypoints, hookspecs
+from carbontrack._lookup import new_lookup
 from carbontrack.errors import InvalidOption, PluginLoadError
-from carbontrack.model import PluginFailure
+from carbontrack.model import PluginFailure, check_intensity, check_location
 
 __all__ = [
     "BUILTIN_PLUGINS",
@@ -266,6 +268,7 @@ class _Call:
 
     __slots__ = (
         "args",
+        "context",
         "done",
         "error",
         "function",
@@ -287,11 +290,15 @@ class _Call:
         self.value: Any = None
         self.error: BaseException | None = None
         self.started = 0.0
+        self.context: contextvars.Context | None = None
 
     def run(self) -> None:
         self.started = time.monotonic()
         try:
-            value = self.function(*self.args)
+            if self.context is not None:
+                value = self.context.run(self.function, *self.args)
+            else:
+                value = self.function(*self.args)
             if self.materialize:
                 # A generator is run here, on the worker: one that hangs or raises halfway is
                 # bounded and isolated like the call itself.
@@ -413,6 +420,8 @@ class PluginHost:
         with self._lock:
             previous = self._failures.get(key)
             error = f"{type(exc).__name__}: {exc}"
+            if previous is not None and isinstance(exc, PluginStuck):
+                error = previous.error  # the overrun that made it stuck says more
             count = previous.count + 1 if previous else 1
             self._failures[key] = PluginFailure(plugin=plugin, hook=hook, error=error, count=count)
         if previous is None and log:
@@ -443,7 +452,13 @@ class PluginHost:
                 worker = self._workers.setdefault(plugin, _Worker(plugin, self._workers_lock))
         return worker
 
-    def _submit(self, impl: pluggy.HookImpl, hook: str, kwargs: Mapping[str, Any]) -> _Call | None:
+    def _submit(
+        self,
+        impl: pluggy.HookImpl,
+        hook: str,
+        kwargs: Mapping[str, Any],
+        context: contextvars.Context | None = None,
+    ) -> _Call | None:
         """Start ``impl`` on its worker; None (recorded) when the plugin is stuck."""
         worker = self._worker(impl.plugin_name)
         stuck = worker.stuck
@@ -464,6 +479,8 @@ class PluginHost:
             hook,
             materialize=hook in _MATERIALIZED,
         )
+        if context is not None:
+            call.context = context.copy()  # copies share the look-up's state
         worker.submit(call)
         return call
 
@@ -503,10 +520,14 @@ class PluginHost:
         return self.budgets.get(hook, DEFAULT_BUDGET_S)
 
     def _call(
-        self, impl: pluggy.HookImpl, hook: str, kwargs: Mapping[str, Any]
+        self,
+        impl: pluggy.HookImpl,
+        hook: str,
+        kwargs: Mapping[str, Any],
+        context: contextvars.Context | None = None,
     ) -> tuple[bool, Any]:
         deadline = time.monotonic() + self._budget(hook)
-        call = self._submit(impl, hook, kwargs)
+        call = self._submit(impl, hook, kwargs, context)
         if call is None:
             return False, None
         return self._collect(impl, call, deadline)
@@ -530,10 +551,16 @@ class PluginHost:
 
         Each plugin is asked in turn for at most the hook's budget, so a stuck plugin never
         hides the answer of the next one."""
+        check = _RESULT_CHECKS.get(hook)
+        lookup = new_lookup()
         for impl in self._impls(hook):
-            ok, value = self._call(impl, hook, kwargs)
+            ok, value = self._call(impl, hook, kwargs, lookup)
             if ok and value is not None:
-                return value
+                problem = check(value) if check is not None else None
+                if problem is None:
+                    return value
+                # Recorded against the plugin that answered, not whoever trips over it later.
+                self.record_failure(impl.plugin_name, hook, TypeError(problem))
         return None
 
     def call_one(self, plugin: str, hook: str, **kwargs: Any) -> tuple[bool, Any]:
@@ -582,3 +609,10 @@ class PluginHost:
 #: Hooks whose result is a sequence that a plugin may give as a generator: it is run out on the
 #: worker, under the budget.
 _MATERIALIZED = frozenset({"carbontrack_discover_devices", "carbontrack_read_energy"})
+
+#: Checks of a ``firstresult`` answer: one that fails is the answering plugin's failure, and the
+#: next plugin is asked.
+_RESULT_CHECKS: dict[str, Callable[[object], str | None]] = {
+    "carbontrack_locate": check_location,
+    "carbontrack_carbon_intensity": check_intensity,
+}

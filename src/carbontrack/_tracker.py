@@ -37,6 +37,7 @@ from carbontrack.model import (
     Report,
     RunInfo,
     Unavailable,
+    check_device,
     component_of,
 )
 from carbontrack.settings import Settings, make_settings
@@ -152,10 +153,22 @@ class Tracker:
         found = self._host.broadcast("carbontrack_discover_devices", settings=self.settings)
         devices: dict[str, list[Device]] = {}
         unavailable: list[Unavailable] = []
+        hook = "carbontrack_discover_devices"
         for plugin, items in found.items():
+            if items is None:
+                continue
+            if not isinstance(items, list):  # the host runs out any iterable into a list
+                self._host.record_failure(
+                    plugin, hook, TypeError(f"returned {items!r:.100}, not a list of Device")
+                )
+                continue
             seen: set[str] = set()
-            for item in items or ():
-                if isinstance(item, Unavailable):
+            for item in items:
+                problem = check_device(item)
+                if problem is not None:
+                    # One bad value costs that value only; the plugin's other devices measure.
+                    self._host.record_failure(plugin, hook, TypeError(problem))
+                elif isinstance(item, Unavailable):
                     if self.settings.wants(item.kind):
                         unavailable.append(item)
                 elif isinstance(item, Device):
@@ -166,12 +179,6 @@ class Tracker:
                     elif self.settings.wants(item.kind):
                         seen.add(item.id)
                         devices.setdefault(plugin, []).append(item)
-                else:
-                    self._host.record_failure(
-                        plugin,
-                        "carbontrack_discover_devices",
-                        TypeError(f"returned {item!r}, not a Device or Unavailable"),
-                    )
         # A model estimate only stands in where nothing of its kind is measured: the host decides,
         # so plugin order can never put an estimate beside (and on top of) a measurement.
         measured = {d.kind for devs in devices.values() for d in devs if d.method != "model"}
@@ -242,8 +249,11 @@ class Tracker:
                 self._epoch_open = None
             ended = safe(self._sampler.read, "final reading")
             self._ended = ended if ended is not None else self._clock()
-            for plugin, devs in self._devices_by_plugin.items():
-                self._host.call_one(plugin, "carbontrack_close_devices", devices=devs)
+            # All plugins at once, each on its own worker: a close that hangs costs one budget.
+            self._host.call_each(
+                "carbontrack_close_devices",
+                {plugin: {"devices": devs} for plugin, devs in self._devices_by_plugin.items()},
+            )
             end_wall = self._started_wall + (self._ended - self._started)
             intensity = safe(lambda: self._intensity_for(self._started_wall, end_wall), "intensity")
             if intensity is not None:
@@ -254,6 +264,7 @@ class Tracker:
             self._host.broadcast(
                 "carbontrack_report_ready", report=self._report, settings=self.settings
             )
+            self._host.close()  # the plugins' worker threads end (a stuck one when it returns)
             return self._report
 
     @property
@@ -529,7 +540,8 @@ class Tracker:
                     energy_j=sum(d.energy_j for d in members),
                     methods=tuple(m for m in METHODS if m in used),
                     devices=len(members),
-                    partial=any(d.dropped for d in members) or comp in unavailable_components,
+                    partial=any(d.dropped or d.resets for d in members)
+                    or comp in unavailable_components,
                 )
             )
         energy = sum(d.energy_j for d in devices)
@@ -540,6 +552,14 @@ class Tracker:
         for d in devices:
             if d.dropped:
                 warnings.append(f"{d.name} ({d.backend}): {d.dropped}")
+        for t in totals:
+            if t.resets:
+                # Each reset loses its interval: the figure is a lower bound, and says so.
+                warnings.append(
+                    f"{t.device.name} ({t.device.backend}): {t.resets} counter reset(s) over "
+                    f"{t.reset_s:.3g} s counted nothing (a driver reload, or a jump no "
+                    "plausible power explains); its figure is a lower bound"
+                )
         return Report(
             run_id=self.run_id,
             started_at=self._started_wall,
@@ -558,7 +578,7 @@ class Tracker:
             unavailable=self._unavailable,
             failures=self._host.failures,
             warnings=tuple(warnings),
-            partial=any(d.dropped for d in devices) or bool(self._unavailable),
+            partial=any(d.dropped or d.resets for d in devices) or bool(self._unavailable),
             final=final,
             carbontrack_version=__version__,
         )
@@ -605,7 +625,10 @@ class _Track:
         self.settings = settings
         self._plugins = plugins
         self._autoload = autoload
-        self._local = threading.local()
+        # Trackers entered and not yet exited, with the thread that entered each: `with` in
+        # several threads at once pairs each exit with its own thread's latest entry.
+        self._entered: list[tuple[int, Tracker]] = []
+        self._entered_lock = threading.Lock()
 
     def new_tracker(self) -> Tracker:
         """A new, unstarted ``Tracker`` with these options."""
@@ -613,13 +636,23 @@ class _Track:
 
     def __enter__(self) -> Tracker:
         tracker = self.new_tracker()
-        stack: list[Tracker] = self._local.__dict__.setdefault("stack", [])
         tracker.start()
-        stack.append(tracker)
+        with self._entered_lock:
+            self._entered.append((threading.get_ident(), tracker))
         return tracker
 
     def __exit__(self, *exc_info: object) -> None:
-        tracker = self._local.stack.pop()
+        me = threading.get_ident()
+        with self._entered_lock:
+            if not self._entered:
+                return
+            # This thread's latest run; a run entered in another thread (a `with` whose exit
+            # runs elsewhere, e.g. through an executor) is stopped here too, never left running.
+            index = next(
+                (i for i in reversed(range(len(self._entered))) if self._entered[i][0] == me),
+                len(self._entered) - 1,
+            )
+            _, tracker = self._entered.pop(index)
         tracker.__exit__(*exc_info)
 
     def __call__(self, func: Callable[P, R]) -> Callable[P, R]:

@@ -208,7 +208,7 @@ class _LiveProvider:
         """Live intensity for ``location`` when this provider is configured and covers it."""
         found = self._answer(location, start, end, settings)
         if found is not None:
-            take_failures(settings)  # a live answer ends the look-up: no one else will tell them
+            take_failures()  # a live answer ends the look-up: no one else will tell them
         return found
 
     def _answer(
@@ -270,7 +270,7 @@ class _LiveProvider:
         )
         self._warned = True
         if self._last is None:
-            provider_failed(f"{self.title} gave no carbon intensity ({reason})", call.settings)
+            provider_failed(f"{self.title} gave no carbon intensity ({reason})")
             return None
         if call.is_future:
             note = (

@@ -6,10 +6,9 @@ marked ``is_fallback`` and says why it was used and how to set the location.
 
 from __future__ import annotations
 
-import threading
-
 import attrs
 
+from carbontrack._lookup import lookup_state
 from carbontrack.hookspecs import hookimpl
 from carbontrack.intensity._table import load_meta, load_table
 from carbontrack.model import Intensity, Location
@@ -34,27 +33,21 @@ HOW_TO_SET = "Set it with track(location='DK'), CARBONTRACK_LOCATION=DK or --loc
 
 
 # Why the live providers asked before this answer gave none, for its note (so the report says
-# it, not only the log). The plugin host calls each provider on its own worker thread, so the
-# notes of one look-up are keyed by its settings object (one per run), not by thread.
-_failures: dict[int, list[str]] = {}
-_failures_lock = threading.Lock()
-_MAX_PENDING = 64  # look-ups answered by a third-party provider never take theirs: stay small
+# it, not only the log). The plugin host calls each provider on its own worker thread, in a copy
+# of one context per look-up: the notes live in that look-up's shared state.
 
 
-def provider_failed(note: str, settings: object) -> None:
+def provider_failed(note: str) -> None:
     """Record that a live provider gave nothing in the current look-up, and why."""
-    with _failures_lock:
-        pending = _failures.setdefault(id(settings), [])
-        if note not in pending:
-            pending.append(note)
-        while len(_failures) > _MAX_PENDING:
-            del _failures[next(iter(_failures))]
+    pending: list[str] = lookup_state().setdefault("failed_providers", [])
+    if note not in pending:
+        pending.append(note)
 
 
-def take_failures(settings: object) -> list[str]:
+def take_failures() -> list[str]:
     """The failures recorded in the current look-up, now cleared."""
-    with _failures_lock:
-        return _failures.pop(id(settings), [])
+    pending: list[str] = lookup_state().pop("failed_providers", [])
+    return pending
 
 
 def world_intensity(note: str) -> Intensity:
@@ -98,7 +91,7 @@ def table_intensity(location: Location) -> Intensity | None:
 def carbontrack_carbon_intensity(location: Location, settings: Settings) -> Intensity:
     """Answer last: ``intensity_g_per_kwh``, else the country table, else the world average;
     the note names any live provider that failed before."""
-    failures = take_failures(settings)
+    failures = take_failures()
     found = _offline(location, settings)
     if not failures:
         return found
