@@ -212,6 +212,8 @@ def test_bad_plugin_options_name_the_value_and_the_fix(fake: FakePowermetrics) -
 def test_one_process_through_sudo_n_with_the_tracker_interval(fake: FakePowermetrics) -> None:
     found = discover()
     try:
+        # Discovery does not wait for the process to start sampling: wait for it to start.
+        wait_for(lambda: len(fake.invocations("powermetrics")) == 1)
         assert fake.invocations("sudo") == [
             ["-n", str(fake.executable), *pm.command("x", INTERVAL_S, sudo=None)[1:]]
         ]
