@@ -58,14 +58,15 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.@+=-]")
 # Tracked runs per job id in this process: rank 0's n-th run pairs with the n-th run of every
 # other rank (a script that tracks twice gets two ledgers, not one mixed one).
 _sequence_lock = threading.Lock()
-_sequence: dict[str, int] = {}
+_sequence: dict[tuple[str, int], int] = {}
 
 
-def next_sequence(job_id: str) -> int:
-    """The number of this process's next tracked run in job ``job_id`` (1, 2, ...)."""
+def next_sequence(job_id: str, rank: int) -> int:
+    """The number of the next tracked run of ``rank`` in job ``job_id`` (1, 2, ...)."""
     with _sequence_lock:
-        _sequence[job_id] = _sequence.get(job_id, 0) + 1
-        return _sequence[job_id]
+        key = (job_id, rank)
+        _sequence[key] = _sequence.get(key, 0) + 1
+        return _sequence[key]
 
 
 def job_file_tag(job_id: str, sequence: int, rank: int) -> str:
@@ -166,7 +167,7 @@ class Ledger:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.job = job
-        self.sequence = next_sequence(job.job_id)
+        self.sequence = next_sequence(job.job_id, job.rank)
         self.started_at = started_at
         self.log_dir = log_dir
         self.wait_s = wait_s
@@ -260,9 +261,7 @@ class Ledger:
         if store is not None:
             try:
                 for rank in range(1, self.job.world_size):
-                    if rank not in self._peers_started and store.check(
-                        [self._key("start", rank)]
-                    ):
+                    if rank not in self._peers_started and store.check([self._key("start", rank)]):
                         started.add(rank)
                     known = self._peer_epochs.get(rank, {})
                     index = max(known, default=0) + 1
@@ -329,7 +328,9 @@ class Ledger:
         for rank, entry in self._log_finals(want - entries.keys(), final_only=False).items():
             entries[rank] = entry
             used_logs = True
-        transports = [t for t, used in (("store", self._used_store), ("log_dir", used_logs)) if used]
+        transports = [
+            t for t, used in (("store", self._used_store), ("log_dir", used_logs)) if used
+        ]
         if self._store_problem:
             notes.append(self._store_problem)
         return entries, notes, "+".join(transports) or "none"
@@ -592,9 +593,11 @@ def merge_job(
             "their ranks (is log_dir on a filesystem shared by every node?)"
         )
     epochs = _job_epochs(entries)
-    partial = bool(missing_ranks or missing_nodes) or any(
-        not e.final for e in entries.values()
-    ) or any(n.leader_rank is None for n in nodes)
+    partial = (
+        bool(missing_ranks or missing_nodes)
+        or any(not e.final for e in entries.values())
+        or any(n.leader_rank is None for n in nodes)
+    )
     report = JobReport(
         job_id=job.job_id,
         rank=job.rank,

@@ -28,8 +28,8 @@ __all__ = [
     "JobInfo",
     "JobReport",
     "Location",
-    "PluginFailure",
     "NodeEnergy",
+    "PluginFailure",
     "Prediction",
     "RankEnergy",
     "Reading",
@@ -265,6 +265,7 @@ class RunInfo:
     epochs: int | None
     components: tuple[str, ...]
     job: JobInfo | None = None
+    job_sequence: int = 0
 
 
 @attrs.frozen
