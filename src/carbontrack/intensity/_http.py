@@ -9,14 +9,12 @@ any key redacted.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
 import socket
 import threading
 import time
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -89,6 +87,8 @@ def read_config() -> dict[str, Any]:
         # An unreadable file (permissions) is not a mistake in it: go on without it, say so.
         logger.warning("carbontrack: config file %s cannot be read (%s); ignored", path, exc)
         return {}
+    import tomllib  # only when there is a config file to parse
+
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -187,6 +187,8 @@ def cache_dir() -> Path:
 
 
 def _cache_file(key: str) -> Path:
+    import hashlib
+
     return cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
 
 
