@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from carbontrack._redact import is_secret_name, redact_data, redact_text
-
 from carbontrack.errors import InvalidOption
 from carbontrack.settings import Settings
 
