@@ -9,7 +9,6 @@ any key redacted.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -171,6 +170,8 @@ def cache_dir() -> Path:
 
 
 def _cache_file(key: str) -> Path:
+    import hashlib
+
     return cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
 
 
