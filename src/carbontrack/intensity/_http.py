@@ -12,17 +12,19 @@ import contextlib
 import json
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carbontrack import _files
 from carbontrack._redact import is_secret_name, redact_data, redact_text
 from carbontrack.errors import InvalidOption
 from carbontrack.settings import Settings
+
+if TYPE_CHECKING:
+    import socket
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -294,6 +296,8 @@ class _Exchange:
 def _cut(sock: socket.socket) -> None:
     # socket.socket.shutdown, not SSLSocket.shutdown: the TLS object is in use by the reader;
     # shutting the descriptor down wakes its blocked read with an error.
+    import socket
+
     with contextlib.suppress(OSError):
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
