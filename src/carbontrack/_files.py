@@ -206,8 +206,6 @@ def read_config() -> dict[str, Any]:
     Raises ``InvalidOption`` naming the file when it is not a regular file, is too large or is
     not valid TOML.
     """
-    import tomllib  # only when there is a config file to parse
-
     path = config_path()
     try:
         text = read_config_text(path)
@@ -219,6 +217,8 @@ def read_config() -> dict[str, Any]:
         return {}
     if text is None:
         return {}
+    import tomllib  # only when there is a config file to parse
+
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
