@@ -294,11 +294,9 @@ class _Exchange:
 
 
 def _cut(sock: socket.socket) -> None:
-    import socket  # loaded with the request that needs it, not at every start
-
     # socket.socket.shutdown, not SSLSocket.shutdown: the TLS object is in use by the reader;
     # shutting the descriptor down wakes its blocked read with an error.
-    import socket
+    import socket  # loaded with the request that needs it, not at every start
 
     with contextlib.suppress(OSError):
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
