@@ -76,13 +76,15 @@ def epoch_boundary_us(boundaries: int = 300) -> float:
 
     hw = FakeHardware([FakeDevice(f"d{i}", watts=50.0) for i in range(16)], name="fake")
     times = []
-    with tempfile.TemporaryDirectory() as log_dir:
-        with track(plugins=[hw], verbose=0, log_dir=log_dir, interval_s=1.0) as run:
-            for _ in range(boundaries):
-                start = time.perf_counter()
-                run.epoch_start()
-                run.epoch_end()
-                times.append(time.perf_counter() - start)
+    with (
+        tempfile.TemporaryDirectory() as log_dir,
+        track(plugins=[hw], verbose=0, log_dir=log_dir, interval_s=1.0) as run,
+    ):
+        for _ in range(boundaries):
+            start = time.perf_counter()
+            run.epoch_start()
+            run.epoch_end()
+            times.append(time.perf_counter() - start)
     return median(times) * 1e6
 
 

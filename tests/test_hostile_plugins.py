@@ -365,3 +365,27 @@ def test_the_run_log_keeps_every_line_when_a_value_is_not_finite(tmp_path: Path)
     assert line["report"]["co2eq_g"] is None
     assert "report.co2eq_g" in " ".join(line.get("non_finite", []))
     json.dumps(lines, allow_nan=False)  # strict JSON
+
+
+def test_a_killed_run_summarised_from_epochs_says_its_energy_was_modelled(
+    tmp_path: Path,
+) -> None:
+    # Before: `estimated: false` although the only device was a model.
+    from carbontrack.cli._report import parse_run_log
+
+    model = FakeHardware([FakeDevice("cpu-model", method="model", watts=30.0)], name="models")
+    with track(plugins=[model], log_dir=str(tmp_path), epochs=3, verbose=0) as run, run.epoch():
+        time.sleep(0.01)
+    (log,) = tmp_path.rglob("*.jsonl")
+    # Keep what a run killed after its first epoch, before any checkpoint, would have left.
+    kept = [
+        line
+        for line in log.read_text().splitlines()
+        if json.loads(line)["type"] in {"header", "epoch"}
+    ]
+    log.write_text("\n".join(kept) + "\n")
+    warnings: list[str] = []
+    summary = parse_run_log(log, warnings)
+    assert summary is not None
+    assert not summary.complete
+    assert summary.estimated

@@ -267,7 +267,10 @@ class _Call:
     """One call into a plugin, run on the plugin's worker thread; ``done`` is released after."""
 
     __slots__ = (
+        "abandoned",
         "args",
+        "at",
+        "clock",
         "context",
         "done",
         "error",
@@ -275,6 +278,7 @@ class _Call:
         "hook",
         "materialize",
         "ok",
+        "running",
         "started",
         "value",
     )
@@ -291,10 +295,16 @@ class _Call:
         self.error: BaseException | None = None
         self.started = 0.0
         self.context: contextvars.Context | None = None
+        self.running = False
+        self.abandoned = False
+        self.clock: Callable[[], float] | None = None
+        self.at: float | None = None
 
     def run(self) -> None:
         self.started = time.monotonic()
         try:
+            if self.clock is not None:
+                self.at = self.clock()
             if self.context is not None:
                 value = self.context.run(self.function, *self.args)
             else:
@@ -351,6 +361,14 @@ class _Worker:
                 with self._lock:
                     self.thread = None
                 return
+            with self._lock:
+                # A call whose caller stopped waiting (it queued behind a stuck one) is not run
+                # late: a close or a run_started after the run ended would do harm.
+                skip = call.abandoned
+                call.running = not skip
+            if skip:
+                call.done.release()
+                continue
             call.run()
             with self._lock:
                 if self.stuck is call:
@@ -458,6 +476,7 @@ class PluginHost:
         hook: str,
         kwargs: Mapping[str, Any],
         context: contextvars.Context | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> _Call | None:
         """Start ``impl`` on its worker; None (recorded) when the plugin is stuck."""
         worker = self._worker(impl.plugin_name)
@@ -481,31 +500,41 @@ class PluginHost:
         )
         if context is not None:
             call.context = context.copy()  # copies share the look-up's state
+        call.clock = clock
         worker.submit(call)
         return call
 
     def _collect(self, impl: pluggy.HookImpl, call: _Call, deadline: float) -> tuple[bool, Any]:
         """Wait for ``call`` until ``deadline``; turn what went wrong into a failure."""
-        wait = deadline - time.monotonic()
-        if not call.done.acquire(timeout=max(wait, 0.0)):
-            worker = self._worker(impl.plugin_name)
+        worker = self._worker(impl.plugin_name)
+        while not call.done.acquire(timeout=min(max(deadline - time.monotonic(), 0.0), 0.05)):
+            # Slices of 50 ms (only while a call is slow): a call queued behind one that has
+            # just been found stuck gives up at once instead of waiting out its own budget.
             with self._workers_lock:
-                # Under the lock the worker takes after a call: either the call is done by now
-                # (use its answer) or the worker will see it marked stuck and clear the mark.
-                overran = call.done.locked()
-                if overran:
+                # Under the lock the worker takes around a call: either the call is done by now
+                # (use its answer), or it is marked here and the worker sees the mark.
+                if not call.done.locked():
+                    break
+                overran = time.monotonic() >= deadline
+                behind = worker.stuck if not call.running else None
+                if call.running and overran:
                     worker.stuck = call
-            if overran:
-                self.record_failure(
-                    impl.plugin_name,
-                    call.hook,
-                    PluginTimeout(
-                        f"no answer within its {self._budget(call.hook):g} s budget; "
-                        "carbontrack goes on without it and skips the plugin's calls until "
-                        "this one returns"
-                    ),
+                elif overran or behind is not None:
+                    call.abandoned = True  # never started: the worker drops it
+                else:
+                    continue
+            if call.running:
+                error: Exception = PluginTimeout(
+                    f"no answer within its {self._budget(call.hook):g} s budget; carbontrack "
+                    "goes on without it and skips the plugin's calls until this one returns"
                 )
-                return False, None
+            else:
+                blocker = behind.hook if behind is not None else "another call"
+                error = PluginStuck(
+                    f"not called: it was still busy in {blocker} (over its time budget)"
+                )
+            self.record_failure(impl.plugin_name, call.hook, error, log=call.running)
+            return False, None
         if call.ok:
             return True, call.value
         exc = call.error
@@ -571,22 +600,32 @@ class PluginHost:
         return True, None
 
     def call_each(
-        self, hook: str, kwargs_by_plugin: Mapping[str, Mapping[str, Any]]
-    ) -> dict[str, tuple[bool, Any]]:
+        self,
+        hook: str,
+        kwargs_by_plugin: Mapping[str, Mapping[str, Any]],
+        *,
+        clock: Callable[[], float] | None = None,
+    ) -> dict[str, tuple[bool, Any, float | None]]:
         """Call each named plugin's ``hook`` with its own arguments, all at once; waits at most
-        the hook's budget in all. Returns ``(ok, value)`` by plugin, as ``call_one`` does."""
+        the hook's budget in all. Returns ``(ok, value, at)`` by plugin, where ``at`` is
+        ``clock()`` read on the worker just before the plugin was called (None without a
+        clock, or when the plugin was not called): a reading's time, free of hand-over delay."""
         deadline = time.monotonic() + self._budget(hook)
         impls = {impl.plugin_name: impl for impl in self._impls(hook)}
         calls = []
-        out: dict[str, tuple[bool, Any]] = {}
+        out: dict[str, tuple[bool, Any, float | None]] = {}
         for plugin, kwargs in kwargs_by_plugin.items():
             impl = impls.get(plugin)
             if impl is None:
-                out[plugin] = (True, None)
+                out[plugin] = (True, None, None)
                 continue
-            calls.append((plugin, impl, self._submit(impl, hook, kwargs)))
+            calls.append((plugin, impl, self._submit(impl, hook, kwargs, clock=clock)))
         for plugin, impl, call in calls:
-            out[plugin] = (False, None) if call is None else self._collect(impl, call, deadline)
+            if call is None:
+                out[plugin] = (False, None, None)
+            else:
+                ok, value = self._collect(impl, call, deadline)
+                out[plugin] = (ok, value, call.at)
         return out
 
     def implementers(self, hook: str) -> list[str]:

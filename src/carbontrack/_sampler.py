@@ -219,15 +219,23 @@ class Sampler:
                         by_plugin.setdefault(state.plugin, []).append(state)
             # The plugins are called without the state lock: totals, snapshots and reports
             # stay available while a plugin is slow.
+            # Each plugin's readings are timed on its worker, just before it is called: the
+            # hand-over to the worker thread must not skew power integration.
             results = self._host.call_each(
                 "carbontrack_read_energy",
                 {p: {"devices": [s.device for s in states]} for p, states in by_plugin.items()},
+                clock=self._clock,
             )
-            stuck = self._host.stuck() if not all(ok for ok, _ in results.values()) else {}
+            stuck = self._host.stuck() if not all(r[0] for r in results.values()) else {}
+            # The read's own time is the earliest plugin's: with one plugin, the report's
+            # duration and its power integration cover exactly the same window.
+            stamps = [r[2] for r in results.values() if r[2] is not None]
+            now = max(min(stamps), now) if stamps else now
             with self._lock:
                 for plugin, states in by_plugin.items():
-                    ok, result = results.get(plugin, (True, None))
-                    self._apply_plugin(plugin, states, ok, result, now, stuck_in=stuck.get(plugin))
+                    ok, result, at = results.get(plugin, (True, None, None))
+                    at = now if at is None else max(at, now)
+                    self._apply_plugin(plugin, states, ok, result, at, stuck_in=stuck.get(plugin))
                 total = self._total_locked()
                 if not self.timeline or now - self.timeline[-1][0] >= TIMELINE_STEP_S:
                     self.timeline.append((now, total))
