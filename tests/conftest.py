@@ -23,4 +23,6 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
     monkeypatch.setenv("CARBONTRACK_DISABLE_PLUGINS", REAL_BACKENDS)
     monkeypatch.setenv("CARBONTRACK_DISABLE_PLUGIN_AUTOLOAD", "1")
     monkeypatch.delenv("CARBONTRACK_LOCATION", raising=False)
+    monkeypatch.delenv("CARBONTRACK_PROMETHEUS", raising=False)
+    monkeypatch.delenv("CARBONTRACK_PROMETHEUS_PUSH", raising=False)
     return
