@@ -222,15 +222,22 @@ def test_the_environment_variable_turns_it_on_and_is_named_in_errors(
 
 
 def test_the_config_file_key_turns_it_on_and_is_named_in_errors(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, port: int
 ) -> None:
     config = tmp_path / "config.toml"
     monkeypatch.setenv("CARBONTRACK_CONFIG", str(config))
-    config.write_text('prometheus = "127.0.0.1:9500"\n', encoding="utf-8")
-    assert make_settings().prometheus == "127.0.0.1:9500"
+    config.write_text(f'prometheus = "127.0.0.1:{port}"\n', encoding="utf-8")
+    with track(plugins=[hardware()], write_log=False, verbose=0, interval_s=0.05) as run:
+        wait_until(lambda: named(scrape(port), "carbontrack_power_watts"))
+    assert run.settings.prometheus == f"127.0.0.1:{port}"
     config.write_text('prometheus = "127.0.0.1:x"\n', encoding="utf-8")
-    with pytest.raises(InvalidOption, match=r"prometheus in .*config\.toml='127\.0\.0\.1:x'"):
-        make_settings()
+    hw = hardware()
+    with (
+        pytest.raises(InvalidOption, match=r"prometheus in .*config\.toml='127\.0\.0\.1:x'"),
+        track(plugins=[hw], write_log=False, verbose=0),
+    ):
+        pass
+    assert hw.reads == 0  # raised before any device was read
 
 
 @pytest.mark.parametrize(

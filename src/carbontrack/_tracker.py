@@ -113,6 +113,10 @@ class Tracker:
 
             # An unknown location code is the user's mistake: raise it before any work starts.
             check_location(self.settings)
+            from carbontrack.writers.prometheus import with_config_file
+
+            # The config file's exporter keys: checked now too, before any work.
+            self.settings = with_config_file(self.settings)
 
             # Loud on purpose: a broken plugin import must fail before training starts.
             pm = make_plugin_manager(autoload=self._autoload, extra_plugins=self._plugins)

@@ -413,10 +413,10 @@ EXPORTER_ENV = {
 
 
 def _exporter_defaults(options: dict[str, Any]) -> None:
-    # Option, else environment, else the config file: each checked now, naming where the
-    # value came from, so a typo stops the run before any work (or the command) starts.
+    # Option, else environment: checked now, naming the variable, so a typo stops the run
+    # before any work (or the command) starts. The config file's keys are read when the run
+    # starts (``carbontrack.writers.prometheus.with_config_file``), with the location's.
     check = {"prometheus": parse_host_port, "prometheus_push": parse_push_url}
-    config: dict[str, Any] | None = None
     for name, env_name in EXPORTER_ENV.items():
         if options.get(name) is not None:
             continue
@@ -424,21 +424,6 @@ def _exporter_defaults(options: dict[str, Any]) -> None:
         if env:
             check[name](env, option=env_name)
             options[name] = env
-            continue
-        if config is None:
-            config = _config_file()
-        if config.get(name) is not None:
-            from carbontrack.intensity._http import config_path
-
-            check[name](config[name], option=f"{name} in {config_path()}")
-            options[name] = config[name]
-
-
-def _config_file() -> dict[str, Any]:
-    # Only a file that exists is parsed: tomllib and the reader stay unimported otherwise.
-    from carbontrack.intensity._http import config_path, read_config
-
-    return read_config() if config_path().is_file() else {}
 
 
 def make_settings(**options: Any) -> Settings:

@@ -141,8 +141,7 @@ class FakePushgateway:
                 taken = set(s.labels) & set(grouping)
                 if taken:
                     return (
-                        f"pushed metric {s.name} already contains grouping label "
-                        f"{sorted(taken)[0]}"
+                        f"pushed metric {s.name} already contains grouping label {sorted(taken)[0]}"
                     )
                 labels = {**s.labels, **grouping}
                 text = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))

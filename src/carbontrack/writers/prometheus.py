@@ -24,12 +24,17 @@ from carbontrack.model import (
     RunInfo,
     Sample,
 )
-from carbontrack.settings import Settings, parse_host_port
+from carbontrack.settings import (
+    EXPORTER_ENV,
+    Settings,
+    parse_host_port,
+    parse_push_url,
+)
 
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
 
-__all__ = ["DEVICE_LABELS", "JOB", "METRICS", "PrometheusWriter"]
+__all__ = ["DEVICE_LABELS", "JOB", "METRICS", "PrometheusWriter", "with_config_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -429,3 +434,32 @@ class PrometheusWriter:
         if exporter is not None:
             exporter.update_report(report)
             exporter.close()
+
+
+def with_config_file(settings: Settings) -> Settings:
+    """``settings`` with ``prometheus``/``prometheus_push`` from the config file where neither
+    the option nor its environment variable set them.
+
+    Raises ``InvalidOption`` naming the key and the file for a bad value (called as the run
+    starts, before any work).
+    """
+    import os
+
+    from carbontrack.intensity._http import config_path, read_config
+
+    wanted = [
+        name
+        for name, env in EXPORTER_ENV.items()
+        if getattr(settings, name) is None and not os.environ.get(env, "").strip()
+    ]
+    if not wanted or not config_path().is_file():
+        return settings
+    config = read_config()
+    check = {"prometheus": parse_host_port, "prometheus_push": parse_push_url}
+    found = {}
+    for name in wanted:
+        value = config.get(name)
+        if value is not None:
+            check[name](value, option=f"{name} in {config_path()}")
+            found[name] = value
+    return attrs.evolve(settings, **found) if found else settings
