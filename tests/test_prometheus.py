@@ -342,3 +342,14 @@ def test_the_fake_gateway_refuses_a_metric_carrying_a_grouping_label(
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(request, timeout=5)
     assert caught.value.code == 400
+
+
+def test_the_config_file_is_looked_for_where_the_config_reader_reads_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from carbontrack.intensity._http import config_path
+    from carbontrack.writers.prometheus import _config_file
+
+    assert _config_file() == config_path()
+    monkeypatch.setenv("CARBONTRACK_CONFIG", str(tmp_path / "elsewhere.toml"))
+    assert _config_file() == config_path()

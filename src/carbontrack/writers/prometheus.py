@@ -9,8 +9,10 @@ the end, for batch jobs too short to be scraped. Needs ``pip install 'carbontrac
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -436,6 +438,14 @@ class PrometheusWriter:
             exporter.close()
 
 
+def _config_file() -> Path:
+    # The same place as carbontrack.intensity._http.config_path() (a test holds them equal).
+    from carbontrack.paths import carbontrack_home
+
+    env = os.environ.get("CARBONTRACK_CONFIG", "").strip()
+    return Path(env).expanduser() if env else carbontrack_home() / "config.toml"
+
+
 def with_config_file(settings: Settings) -> Settings:
     """``settings`` with ``prometheus``/``prometheus_push`` from the config file where neither
     the option nor its environment variable set them.
@@ -443,17 +453,17 @@ def with_config_file(settings: Settings) -> Settings:
     Raises ``InvalidOption`` naming the key and the file for a bad value (called as the run
     starts, before any work).
     """
-    import os
-
-    from carbontrack.intensity._http import config_path, read_config
-
     wanted = [
         name
         for name, env in EXPORTER_ENV.items()
         if getattr(settings, name) is None and not os.environ.get(env, "").strip()
     ]
-    if not wanted or not config_path().is_file():
+    if not wanted or not _config_file().is_file():
         return settings
+    # Only now: the config reader lives with the HTTP code, which a run without a config file
+    # must not load (socket, urllib).
+    from carbontrack.intensity._http import config_path, read_config
+
     config = read_config()
     check = {"prometheus": parse_host_port, "prometheus_push": parse_push_url}
     found = {}
