@@ -15,6 +15,7 @@ from carbontrack.model import J_PER_KWH, EpochRecord, IntensityPoint, Prediction
 
 __all__ = [
     "DEFAULT_LEVEL",
+    "TREND_ALPHA",
     "best_start",
     "interval_half_width",
     "mean_intensity",
@@ -24,6 +25,12 @@ __all__ = [
 
 #: The level of the prediction interval unless asked otherwise.
 DEFAULT_LEVEL = 0.95
+#: A slope of epoch energy on epoch index whose two-sided p-value is below this is a trend the
+#: remaining epochs follow; otherwise they take the mean. Lenient on purpose: after 5 epochs of
+#: synthetic runs (benchmarks/bench_prediction_trend.py) 0.35 kept the coverage of 95 % and 80 %
+#: intervals within 5.4 points of nominal at every trend strength, where 0.2 lost 10.5 points
+#: on steep trends and 0.5 doubled the error on runs without a trend.
+TREND_ALPHA = 0.35
 
 
 # -- Student's t distribution (no scipy at run time) ----------------------------------------
@@ -212,6 +219,43 @@ def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
 
 
+def _energy_rest(
+    energies: Sequence[float], remaining: int, level: float
+) -> tuple[float, float, str, float]:
+    """``(energy of the remaining epochs, interval half-width, trend, slope)``, 3+ epochs.
+
+    A line is fitted to epoch energy on epoch index. The interval is always the prediction
+    interval of the sum of the remaining epochs under that line (``t(n-2)·s·sqrt(R + R²/n +
+    (Σ(x_k - x̄))²/Sxx)``), so a trend that a few epochs cannot rule out is allowed for; the
+    centre follows the line where the slope is clear (p < ``TREND_ALPHA``) and is the mean
+    otherwise.
+    """
+    n = len(energies)
+    xs = range(1, n + 1)
+    x_bar = (n + 1) / 2.0
+    y_bar = math.fsum(energies) / n
+    sxx = math.fsum((x - x_bar) ** 2 for x in xs)
+    slope = math.fsum((x - x_bar) * (y - y_bar) for x, y in zip(xs, energies, strict=True)) / sxx
+    intercept = y_bar - slope * x_bar
+    residuals = [y - (intercept + slope * x) for x, y in zip(xs, energies, strict=True)]
+    s = math.sqrt(math.fsum(r * r for r in residuals) / (n - 2))
+    future = range(n + 1, n + remaining + 1)
+    spread = math.fsum(x - x_bar for x in future)
+    if s > 0:
+        clear = abs(slope) / (s / math.sqrt(sxx)) > t_quantile(1.0 - TREND_ALPHA / 2.0, n - 2)
+    else:
+        clear = slope != 0.0  # an exact line
+    if remaining <= 0:
+        return 0.0, 0.0, "modelled" if clear else "allowed for", slope
+    t = t_quantile(0.5 + level / 2.0, n - 2)
+    half = t * s * math.sqrt(remaining + remaining * remaining / n + spread * spread / sxx)
+    if clear:
+        # Epochs cannot draw negative energy: a falling line stops at zero.
+        rest = math.fsum(max(intercept + slope * x, 0.0) for x in future)
+        return rest, half, "modelled", slope
+    return remaining * y_bar, half, "allowed for", slope
+
+
 def predict(
     epochs: Sequence[EpochRecord],
     *,
@@ -227,7 +271,9 @@ def predict(
     """Predict duration, energy and CO2eq of ``total_epochs`` from the measured ``epochs``.
 
     What was measured plus the remaining epochs times the mean of the epochs after
-    ``warmup_epochs``. ``energy_j`` is device (IT) energy; ``co2eq_g`` includes the PUE: the
+    ``warmup_epochs``; with 3 or more epochs in the mean, a linear trend in epoch energy is
+    modelled where it is clear and allowed for in the interval where it is not (``trend``).
+    ``energy_j`` is device (IT) energy; ``co2eq_g`` includes the PUE: the
     measured epochs count with their own ``co2eq_g``, the remaining ones at the ``forecast``
     averaged over the predicted window (from ``now_ts``, by default the end of the last epoch),
     or at ``g_per_kwh`` where there is no forecast. With two or more epochs in the mean, the
@@ -261,17 +307,23 @@ def predict(
     def co2(rest_j: float) -> float:
         return measured_g + rest_j * pue / J_PER_KWH * g_rest
 
+    rest_j = remaining * mean_j
+    trend: str | None = None
+    slope: float | None = None
+    if len(sample) >= 3:
+        rest_j, hw_j, trend, slope = _energy_rest([e.energy_j for e in sample], remaining, level)
+    elif len(sample) == 2:
+        hw_j = interval_half_width(sd_j, len(sample), remaining, level)
     duration_s = measured_s + rest_s
-    energy_j = measured_j + remaining * mean_j
+    energy_j = measured_j + rest_j
     low_s = high_s = low_j = high_j = low_g = high_g = None
     stated_level: float | None = None
     if len(sample) >= 2:
         stated_level = level
         hw_s = interval_half_width(sd_s, len(sample), remaining, level)
-        hw_j = interval_half_width(sd_j, len(sample), remaining, level)
         # Epochs cannot take negative time or energy: the lower bounds stop at what was measured.
-        rest_j_low = max(remaining * mean_j - hw_j, 0.0)
-        rest_j_high = remaining * mean_j + hw_j
+        rest_j_low = max(rest_j - hw_j, 0.0)
+        rest_j_high = rest_j + hw_j
         low_s, high_s = measured_s + max(rest_s - hw_s, 0.0), measured_s + rest_s + hw_s
         low_j, high_j = measured_j + rest_j_low, measured_j + rest_j_high
         low_g, high_g = co2(rest_j_low), co2(rest_j_high)
@@ -284,7 +336,7 @@ def predict(
         epochs=total_epochs,
         duration_s=duration_s,
         energy_j=energy_j,
-        co2eq_g=co2(remaining * mean_j),
+        co2eq_g=co2(rest_j),
         g_per_kwh=g_rest,
         level=stated_level,
         epochs_in_mean=len(sample),
@@ -298,4 +350,6 @@ def predict(
         energy_j_high=high_j,
         co2eq_g_low=low_g,
         co2eq_g_high=high_g,
+        trend=trend,
+        trend_j_per_epoch=slope,
     )
