@@ -131,7 +131,9 @@ def test_with_3_epochs_the_interval_allows_for_a_trend_it_cannot_rule_out() -> N
     assert p.trend == "allowed for"
     assert p.trend_j_per_epoch == pytest.approx(50.0)
     assert p.energy_j == pytest.approx(3000.0 + r * 1000.0)  # the mean: the slope is not clear
-    assert p.energy_j_high == pytest.approx(3000.0 + r * 1000.0 + half)
+    line = r * 1000.0 + 50.0 * spread  # the fitted line's remaining epochs
+    assert p.energy_j_high == pytest.approx(3000.0 + line + half)  # the line's interval
+    assert p.energy_j_low == pytest.approx(max(3000.0 + line - half, 3000.0))
 
 
 def test_a_clear_trend_is_extrapolated() -> None:

@@ -26,11 +26,11 @@ __all__ = [
 #: The level of the prediction interval unless asked otherwise.
 DEFAULT_LEVEL = 0.95
 #: A slope of epoch energy on epoch index whose two-sided p-value is below this is a trend the
-#: remaining epochs follow; otherwise they take the mean. Lenient on purpose: after 5 epochs of
-#: synthetic runs (benchmarks/bench_prediction_trend.py) 0.35 kept the coverage of 95 % and 80 %
-#: intervals within 5.4 points of nominal at every trend strength, where 0.2 lost 10.5 points
-#: on steep trends and 0.5 doubled the error on runs without a trend.
-TREND_ALPHA = 0.35
+#: point prediction follows; otherwise it takes the mean. Strict, because extrapolating a
+#: spurious slope over many epochs is a large error (at 0.05, 10 % noise after 5 epochs of 100
+#: gave a 10 % mean error instead of 3 %, benchmarks/bench_prediction.py); the interval is the
+#: fitted line's either way, so its coverage does not depend on this.
+TREND_ALPHA = 0.01
 
 
 # -- Student's t distribution (no scipy at run time) ----------------------------------------
@@ -221,14 +221,15 @@ def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
 
 def _energy_rest(
     energies: Sequence[float], remaining: int, level: float
-) -> tuple[float, float, str, float]:
-    """``(energy of the remaining epochs, interval half-width, trend, slope)``, 3+ epochs.
+) -> tuple[float, float, float, str, float]:
+    """``(energy of the remaining epochs, its low and high bounds, trend, slope)``, 3+ epochs.
 
-    A line is fitted to epoch energy on epoch index. The interval is always the prediction
-    interval of the sum of the remaining epochs under that line (``t(n-2)·s·sqrt(R + R²/n +
-    (Σ(x_k - x̄))²/Sxx)``), so a trend that a few epochs cannot rule out is allowed for; the
-    centre follows the line where the slope is clear (p < ``TREND_ALPHA``) and is the mean
-    otherwise.
+    A line is fitted to epoch energy on epoch index; ``h = t(n-2)·s·sqrt(R + R²/n +
+    (Σ(x_k - x̄))²/Sxx)`` is the half-width of the prediction interval of the remaining
+    epochs' sum under it. The prediction follows the line where the slope is clear (p <
+    ``TREND_ALPHA``: ``"modelled"``) and is the mean otherwise (``"allowed for"``); the interval
+    is the line's (stretched to hold the prediction if the mean lies outside it), so a trend
+    that a few epochs cannot rule out stays inside it whichever centre was chosen.
     """
     n = len(energies)
     xs = range(1, n + 1)
@@ -239,21 +240,26 @@ def _energy_rest(
     intercept = y_bar - slope * x_bar
     residuals = [y - (intercept + slope * x) for x, y in zip(xs, energies, strict=True)]
     s = math.sqrt(math.fsum(r * r for r in residuals) / (n - 2))
-    future = range(n + 1, n + remaining + 1)
-    spread = math.fsum(x - x_bar for x in future)
     if s > 0:
         clear = abs(slope) / (s / math.sqrt(sxx)) > t_quantile(1.0 - TREND_ALPHA / 2.0, n - 2)
     else:
         clear = slope != 0.0  # an exact line
+    trend = "modelled" if clear else "allowed for"
     if remaining <= 0:
-        return 0.0, 0.0, "modelled" if clear else "allowed for", slope
+        return 0.0, 0.0, 0.0, trend, slope
+    future = range(n + 1, n + remaining + 1)
+    spread = math.fsum(x - x_bar for x in future)
     t = t_quantile(0.5 + level / 2.0, n - 2)
     half = t * s * math.sqrt(remaining + remaining * remaining / n + spread * spread / sxx)
+    line = math.fsum(intercept + slope * x for x in future)
+    # Epochs cannot draw negative energy: a falling line stops at zero.
     if clear:
-        # Epochs cannot draw negative energy: a falling line stops at zero.
-        rest = math.fsum(max(intercept + slope * x, 0.0) for x in future)
-        return rest, half, "modelled", slope
-    return remaining * y_bar, half, "allowed for", slope
+        centre = math.fsum(max(intercept + slope * x, 0.0) for x in future)
+    else:
+        centre = remaining * y_bar
+    # The line's interval, stretched to hold the prediction where the mean lies outside it.
+    low, high = min(line - half, centre), max(line + half, centre)
+    return centre, max(low, 0.0), high, trend, slope
 
 
 def predict(
@@ -308,12 +314,17 @@ def predict(
         return measured_g + rest_j * pue / J_PER_KWH * g_rest
 
     rest_j = remaining * mean_j
+    rest_j_low = rest_j_high = rest_j
     trend: str | None = None
     slope: float | None = None
     if len(sample) >= 3:
-        rest_j, hw_j, trend, slope = _energy_rest([e.energy_j for e in sample], remaining, level)
+        rest_j, rest_j_low, rest_j_high, trend, slope = _energy_rest(
+            [e.energy_j for e in sample], remaining, level
+        )
     elif len(sample) == 2:
         hw_j = interval_half_width(sd_j, len(sample), remaining, level)
+        # Epochs cannot take negative energy: the lower bound stops at what was measured.
+        rest_j_low, rest_j_high = max(rest_j - hw_j, 0.0), rest_j + hw_j
     duration_s = measured_s + rest_s
     energy_j = measured_j + rest_j
     low_s = high_s = low_j = high_j = low_g = high_g = None
@@ -321,9 +332,6 @@ def predict(
     if len(sample) >= 2:
         stated_level = level
         hw_s = interval_half_width(sd_s, len(sample), remaining, level)
-        # Epochs cannot take negative time or energy: the lower bounds stop at what was measured.
-        rest_j_low = max(rest_j - hw_j, 0.0)
-        rest_j_high = rest_j + hw_j
         low_s, high_s = measured_s + max(rest_s - hw_s, 0.0), measured_s + rest_s + hw_s
         low_j, high_j = measured_j + rest_j_low, measured_j + rest_j_high
         low_g, high_g = co2(rest_j_low), co2(rest_j_high)
