@@ -30,6 +30,7 @@ FULL = {
     "run_started": "carbontrack_run_started",
     "epoch_ended": "carbontrack_epoch_ended",
     "checkpoint": "carbontrack_checkpoint",
+    "sample": "carbontrack_sample",
     "report_ready": "carbontrack_report_ready",
 }
 

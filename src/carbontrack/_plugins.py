@@ -53,6 +53,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("runlog", "carbontrack.writers.runlog:RunLogWriter"),
     ("csv", "carbontrack.writers.csv:CsvWriter"),
     ("console", "carbontrack.writers.console:ConsoleWriter"),
+    ("prometheus", "carbontrack.writers.prometheus:PrometheusWriter"),
     ("nvml", "carbontrack.backends.nvml"),
     ("rapl", "carbontrack.backends.rapl"),
     ("powermetrics", "carbontrack.backends.powermetrics"),
@@ -246,6 +247,7 @@ HOOK_BUDGET_S: dict[str, float] = {
     "carbontrack_run_started": 2.0,
     "carbontrack_epoch_ended": 1.0,
     "carbontrack_checkpoint": 2.0,
+    "carbontrack_sample": 1.0,
     "carbontrack_report_ready": 2.0,
 }
 DEFAULT_BUDGET_S = 2.0

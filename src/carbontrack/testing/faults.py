@@ -40,6 +40,7 @@ HOOKS = (
     "run_started",
     "epoch_ended",
     "checkpoint",
+    "sample",
     "report_ready",
 )
 
@@ -229,6 +230,11 @@ class FaultyPlugin:
     def carbontrack_checkpoint(self) -> Any:
         """A writer hook: nothing, unless the fault says otherwise."""
         return self._enter("checkpoint")[1]
+
+    @hookimpl
+    def carbontrack_sample(self) -> Any:
+        """A live exporter's hook: nothing, unless the fault says otherwise."""
+        return self._enter("sample")[1]
 
     @hookimpl
     def carbontrack_report_ready(self) -> Any:
