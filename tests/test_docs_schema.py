@@ -23,6 +23,10 @@ from carbontrack.model import (
     Location,
     PluginFailure,
     Prediction,
+    JobInfo,
+    JobReport,
+    NodeEnergy,
+    RankEnergy,
     Report,
     RunInfo,
     Unavailable,
@@ -47,6 +51,10 @@ DOCUMENTED: tuple[type, ...] = (
     Unavailable,
     RunInfo,
     Device,
+    JobReport,
+    RankEnergy,
+    NodeEnergy,
+    JobInfo,
 )
 
 _ROW = re.compile(r"^\| `([^`]+)` \|", re.MULTILINE)
