@@ -225,9 +225,9 @@ def test_dark_mode_changes_the_colours(browser: Browser, tmp_path: Path) -> None
         )
         browser.load(page.as_uri())
         colours.append(browser.evaluate("getComputedStyle(document.body).backgroundColor"))
+        browser.screenshot(ARTIFACTS / f"report-{scheme}.png")
     browser.call("Emulation.setEmulatedMedia", features=[])
     assert colours[0] != colours[1]
-    browser.screenshot(ARTIFACTS / "report-dark.png")
 
 
 def test_a_day_long_thousand_epoch_run_renders_in_under_two_seconds(
