@@ -36,7 +36,9 @@ __all__ = [
 #: an Intel package with the 61 µJ energy unit, Intel server DRAM (fixed 15.3 µJ unit), and the
 #: 15.26 µJ unit of AMD packages.
 PACKAGE_RANGE_UJ = 262_143_328_850
+#: Intel server DRAM's ``max_energy_range_uj`` (see ``PACKAGE_RANGE_UJ``).
 DRAM_RANGE_UJ = 65_712_999_613
+#: An AMD package's ``max_energy_range_uj`` (see ``PACKAGE_RANGE_UJ``).
 AMD_RANGE_UJ = 65_532_610_987
 
 # File modes as upstream kernels create them; ``energy_uj`` is 0400 root since the 2020 fix.

@@ -1,0 +1,87 @@
+"""Site helpers: a toctree of the pages no other toctree lists, and root-name references.
+
+``{carbontrack-other-pages}`` lists every page of docs/ that no earlier toctree on the same page
+names, so that a guide another contributor adds is in the navigation at once (and the build,
+run with ``-W``, does not fail on "document isn't included in any toctree").
+
+The public classes are documented under their public names (``carbontrack.Report``), while
+signatures name where they are defined (``carbontrack.model.Report``); a reference to the latter
+is resolved to the former when the name is exported by ``carbontrack``.
+
+Each hook's reference entry starts with how it is called (broadcast or ``firstresult``), read
+from its ``hookspec`` marker, so the page says what the code does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from docutils import nodes
+from docutils.statemachine import StringList
+from sphinx import addnodes
+from sphinx.application import Sphinx
+from sphinx.directives.other import TocTree
+from sphinx.environment import BuildEnvironment
+
+
+class OtherPages(TocTree):
+    """A toctree of every page not named by an earlier toctree of this page."""
+
+    def run(self) -> list[nodes.Node]:
+        named = {
+            docname
+            for toctree in self.state.document.findall(addnodes.toctree)
+            for _title, docname in toctree["entries"]
+        }
+        rest = sorted(d for d in self.env.found_docs if d not in named and d != self.env.docname)
+        self.content = StringList(rest, source="carbontrack-other-pages")
+        return super().run()
+
+
+def _public_alias(
+    app: Sphinx, env: BuildEnvironment, node: addnodes.pending_xref, contnode: nodes.Element
+) -> nodes.Element | None:
+    if node.get("refdomain") != "py":
+        return None
+    target = str(node.get("reftarget", ""))
+    if not target.startswith("carbontrack."):
+        return None
+    import carbontrack
+
+    name = target.rsplit(".", 1)[-1]
+    public = f"carbontrack.{name}"
+    if name not in carbontrack.__all__ or public == target:
+        return None
+    domain = env.get_domain("py")
+    alias = node.deepcopy()
+    alias["reftarget"] = public
+    result: nodes.Element | None = domain.resolve_xref(
+        env, node["refdoc"], app.builder, node["reftype"], public, alias, contnode
+    )
+    return result
+
+
+def _hook_kind(  # noqa: PLR0917 (the signature Sphinx calls)
+    app: Sphinx, what: str, name: str, obj: Any, options: Any, lines: list[str]
+) -> None:
+    """Start each hook's entry with how pluggy calls it, read from the hook's own spec."""
+    if what != "function" or not name.startswith("carbontrack.hookspecs."):
+        return
+    spec = getattr(obj, "carbontrack_spec", None)
+    if spec is None:
+        return
+    if spec.get("firstresult"):
+        kind = (
+            "*firstresult*: implementations are asked in turn until one returns something "
+            "other than ``None``; that answer is used."
+        )
+    else:
+        kind = "*Broadcast*: every implementation is called; results are collected."
+    lines[:0] = [kind, ""]
+
+
+def setup(app: Sphinx) -> dict[str, Any]:
+    app.add_directive("carbontrack-other-pages", OtherPages)
+    app.connect("missing-reference", _public_alias)
+    app.connect("autodoc-process-docstring", _hook_kind)
+    return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
