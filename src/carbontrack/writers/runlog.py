@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from carbontrack._redact import redact_argv
 from carbontrack._version import __version__
 from carbontrack.hookspecs import hookimpl
 from carbontrack.model import SCHEMA_VERSION, EpochRecord, Prediction, Report, RunInfo, _unstructure
@@ -59,7 +60,8 @@ class RunLogWriter:
             "host": socket.gethostname(),
             "platform": platform.platform(),
             "python": sys.version.split()[0],
-            "argv": sys.argv,
+            # Secrets passed on the command line (``--hf-token=...``) never reach the file.
+            "argv": redact_argv(sys.argv),
             "cwd": os.getcwd(),
             "options": {
                 "epochs": settings.epochs,
