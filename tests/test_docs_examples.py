@@ -350,3 +350,15 @@ def test_shell_command_runs(cmd: Command, home_with_a_run: Path, tmp_path: Path)
     assert proc.returncode in allowed, f"{shown} exited {proc.returncode}\n{proc.stderr[-3000:]}"
     if child:
         assert textwrap.dedent(" ".join(child))  # the example's own command was replaced
+
+
+def test_every_option_is_in_the_getting_started_table() -> None:
+    from carbontrack import Settings
+
+    page = (REPO / "docs" / "getting-started.md").read_text(encoding="utf-8")
+    table = "\n".join(line for line in page.splitlines() if line.startswith("| `"))
+    missing = [f.name for f in attrs.fields(Settings) if f"`{f.name}`" not in table]
+    assert not missing, (
+        f"docs/getting-started.md's options table lacks {missing}: add a row "
+        "(| `option` | default | meaning |)"
+    )

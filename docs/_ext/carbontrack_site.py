@@ -57,6 +57,12 @@ def _documented_here(directive: SphinxDirective) -> set[str]:
     return objects | modules
 
 
+def _exported_by_root(name: str, obj: object) -> bool:
+    import carbontrack
+
+    return name in carbontrack.__all__ and getattr(carbontrack, name) is obj
+
+
 class OtherNames(SphinxDirective):
     """Document every name in ``MODULE.__all__`` that no earlier entry of this page documents.
 
@@ -76,6 +82,8 @@ class OtherNames(SphinxDirective):
             if name.startswith("__") or full in done:
                 continue
             obj = getattr(module, name)
+            if module_name != "carbontrack" and _exported_by_root(name, obj):
+                continue  # documented under its public name, carbontrack.<name>
             if isinstance(obj, type):
                 kind = "autoexception" if issubclass(obj, BaseException) else "autoclass"
             elif callable(obj) and inspect.isroutine(obj):
