@@ -5,7 +5,7 @@ chosen hooks hang (until ``release()``, or for ``hang_s``), raise, call ``sys.ex
 return garbage (a wrong type, an unhashable id, a NaN, an absurd number). Use it to check that
 your own plugin host code, writer or integration copes, or to see what carbontrack reports when
 a plugin goes wrong: the run goes on, the failure is recorded against the plugin and hook, and
-its devices are marked partial.
+its devices are marked partial. For example::
 
     from carbontrack import track
     from carbontrack.testing.faults import FaultyPlugin
