@@ -970,10 +970,11 @@ class _Track:
         self.settings = settings
         self._plugins = plugins
         self._autoload = autoload
-        # Trackers entered and not yet exited, with the thread that entered each: `with` in
-        # several threads at once pairs each exit with its own thread's latest entry.
-        self._entered: list[tuple[int, Tracker]] = []
-        self._entered_lock = threading.Lock()
+        self._local = threading.local()
+        # Every run entered and not yet exited, in order, whatever the thread: a `with` entered
+        # in one thread and exited in another (a callback, an executor) still ends its run.
+        self._open: list[Tracker] = []
+        self._open_lock = threading.Lock()
 
     def new_tracker(self) -> Tracker:
         """A new, unstarted ``Tracker`` with these options."""
@@ -981,23 +982,27 @@ class _Track:
 
     def __enter__(self) -> Tracker:
         tracker = self.new_tracker()
+        stack: list[Tracker] = self._local.__dict__.setdefault("stack", [])
         tracker.start()
-        with self._entered_lock:
-            self._entered.append((threading.get_ident(), tracker))
+        stack.append(tracker)
+        with self._open_lock:
+            self._open.append(tracker)
         return tracker
 
     def __exit__(self, *exc_info: object) -> None:
-        me = threading.get_ident()
-        with self._entered_lock:
-            if not self._entered:
-                return
-            # This thread's latest run; a run entered in another thread (a `with` whose exit
-            # runs elsewhere, e.g. through an executor) is stopped here too, never left running.
-            index = next(
-                (i for i in reversed(range(len(self._entered))) if self._entered[i][0] == me),
-                len(self._entered) - 1,
-            )
-            _, tracker = self._entered.pop(index)
+        stack: list[Tracker] = self._local.__dict__.setdefault("stack", [])
+        with self._open_lock:
+            while stack and stack[-1] not in self._open:
+                stack.pop()  # ended by an exit in another thread
+            if stack:
+                tracker = stack.pop()
+            elif self._open:
+                # Entered in another thread: the run entered last is the one ending.
+                tracker = self._open[-1]
+            else:
+                return  # nothing entered: exiting twice is not the user's code's problem
+            if tracker in self._open:
+                self._open.remove(tracker)
         tracker.__exit__(*exc_info)
 
     def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
