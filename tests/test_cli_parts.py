@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from carbontrack import Intensity, Location, Reading, Report
-from carbontrack._devices_cmd import _power
-from carbontrack._run_cmd import StatusLine, check_command, split_command
+from carbontrack.cli._devices import _power
+from carbontrack.cli._run import StatusLine, check_command, split_command
 from carbontrack.model import DeviceEnergy, Method
 
 

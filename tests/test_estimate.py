@@ -7,6 +7,7 @@ import io
 import json
 import math
 import os
+import platform
 import time
 from importlib.resources import files
 from pathlib import Path
@@ -42,7 +43,7 @@ def proc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeProcFS:
         monkeypatch.setenv(key, value)
     # rapl stays enabled: it reads the fake powercap directory, which has no counter.
     monkeypatch.setenv("CARBONTRACK_DISABLE_PLUGINS", "nvml,powermetrics")
-    monkeypatch.setattr(estimate.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(platform, "system", lambda: "Linux")
     return fake
 
 
@@ -530,7 +531,7 @@ def test_disabled_rapl_plugin_is_the_reason(
 def test_other_systems_say_nothing_is_read_there(
     monkeypatch: pytest.MonkeyPatch, proc: FakeProcFS
 ) -> None:
-    monkeypatch.setattr(estimate.platform, "system", lambda: "Windows")
+    monkeypatch.setattr(platform, "system", lambda: "Windows")
     assert "Not measured: carbontrack reads no CPU energy counter on Windows" in (
         only_device(discover()).detail
     )

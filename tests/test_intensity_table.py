@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from carbontrack import _intensity_cmd
+from carbontrack.cli import _intensity as _intensity_cmd
 from carbontrack.errors import InvalidOption
 from carbontrack.intensity import PUE_PRESETS, attribution, load_table, pue_preset
 from carbontrack.intensity._world import WORLD_G_PER_KWH, WORLD_YEAR

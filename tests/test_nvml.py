@@ -867,7 +867,7 @@ def test_devices_by_pid_that_finds_gpus_ignores_cuda_visible_devices(
 
 
 def test_run_devices_by_pid_option_sets_it_like_track() -> None:
-    from carbontrack import _run_cmd
+    from carbontrack.cli import _run as _run_cmd
 
     parser = argparse.ArgumentParser()
     _run_cmd.configure_parser(parser)

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from carbontrack import Tracker, make_settings
-from carbontrack._report_cmd import (
+from carbontrack.cli._report import (
     CARBONTRACKER_PUE,
     configure_parser,
     parse_carbontracker_log,
@@ -288,7 +288,7 @@ def test_each_run_shows_its_first_prediction_beside_the_actual(tmp_path: Path) -
 
 
 def test_csv_gives_start_times_in_iso_8601_utc(tmp_path: Path) -> None:
-    from carbontrack._report_cmd import RunSummary, format_csv
+    from carbontrack.cli._report import RunSummary, format_csv
 
     run = RunSummary(
         path="x.jsonl",

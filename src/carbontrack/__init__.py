@@ -14,6 +14,7 @@ from carbontrack._version import __version__
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:
+    from carbontrack._job import JobInfo, detect_job
     from carbontrack._tracker import Tracker, track, track_epochs
     from carbontrack.errors import (
         BudgetExceeded,
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
 # next to nothing; `from carbontrack import track` loads what tracking needs, and pluggy only
 # loads when a run starts or a plugin author imports `hookimpl`.
 _LAZY = {
+    "JobInfo": "carbontrack._job",
+    "detect_job": "carbontrack._job",
     "Tracker": "carbontrack._tracker",
     "track": "carbontrack._tracker",
     "track_epochs": "carbontrack._tracker",
@@ -95,6 +98,7 @@ __all__ = [
     "Intensity",
     "IntensityPoint",
     "InvalidOption",
+    "JobInfo",
     "Location",
     "PluginFailure",
     "PluginLoadError",
@@ -107,6 +111,7 @@ __all__ = [
     "Unavailable",
     "UsageError",
     "__version__",
+    "detect_job",
     "hookimpl",
     "hookspec",
     "make_settings",

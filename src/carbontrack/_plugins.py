@@ -14,13 +14,12 @@ import os
 import sys
 import threading
 from collections.abc import Iterable, Sequence
-from importlib import metadata
 from typing import Any
 
 import attrs
 import pluggy
 
-from carbontrack import hookspecs
+from carbontrack import _entrypoints, hookspecs
 from carbontrack.errors import InvalidOption, PluginLoadError
 from carbontrack.model import PluginFailure
 
@@ -90,14 +89,14 @@ _IMPL_MARK = f"{hookspecs.PROJECT}_impl"
 
 # Scanning every installed distribution for entry points costs milliseconds per run; the result
 # only changes when sys.path does (or a package is installed mid-process, which needs a restart).
-_entry_point_cache: dict[tuple[str, ...], tuple[metadata.EntryPoint, ...]] = {}
+_entry_point_cache: dict[tuple[str, ...], tuple[_entrypoints.EntryPoint, ...]] = {}
 
 
-def _entry_points() -> Iterable[metadata.EntryPoint]:
+def _entry_points() -> Iterable[_entrypoints.EntryPoint]:
     key = tuple(sys.path)
     found = _entry_point_cache.get(key)
     if found is None:
-        found = tuple(metadata.entry_points(group=hookspecs.PROJECT))
+        found = _entrypoints.entry_points(hookspecs.PROJECT)
         _entry_point_cache[key] = found
     return found
 
@@ -177,37 +176,46 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
     for ep in _entry_points():
         if pm.is_blocked(ep.name) or pm.has_plugin(ep.name):
             continue
-        dist = ep.dist.name if ep.dist is not None else "unknown distribution"
         try:
             plugin = ep.load()
             if isinstance(plugin, type):
                 plugin = plugin()
             pm.register(plugin, name=ep.name)
         except Exception as exc:
+            dist = ep.dist_display_name
             raise PluginLoadError(
                 f"plugin {ep.name!r} from {dist} failed to load ({type(exc).__name__}: {exc}). "
                 f"Fix: reinstall or upgrade it (pip install --upgrade {dist}), or disable it "
                 f"with {DISABLE_ENV}={ep.name}"
             ) from exc
-        if ep.dist is not None:
-            pm._plugin_distinfo.append((plugin, ep.dist))
+        _distributions(pm)[ep.name] = ep
+
+
+def _distributions(pm: pluggy.PluginManager) -> dict[str, _entrypoints.EntryPoint]:
+    # Which entry point (and so which distribution) each autoloaded plugin came from; kept on
+    # the manager so that a fresh manager starts with none.
+    found: dict[str, _entrypoints.EntryPoint] | None = getattr(pm, "_carbontrack_dists", None)
+    if found is None:
+        found = {}
+        pm._carbontrack_dists = found  # type: ignore[attr-defined]
+    return found
 
 
 def list_plugins(pm: pluggy.PluginManager) -> list[PluginInfo]:
     """Describe every registered plugin and every blocked name, for ``carbontrack plugins``."""
-    dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
+    dists = _distributions(pm)
     builtin_names = {name for name, _ in BUILTIN_PLUGINS}
     infos = []
     for name, plugin in pm.list_name_plugin():
         if plugin is None:
             continue
-        dist = dists.get(id(plugin))
+        ep = dists.get(name)
         hooks = tuple(sorted(h.name for h in pm.get_hookcallers(plugin) or ()))
         infos.append(
             PluginInfo(
                 name=name,
-                distribution=dist.metadata["name"] if dist is not None else None,
-                version=dist.version if dist is not None else None,
+                distribution=ep.dist_display_name if ep is not None else None,
+                version=ep.dist_version if ep is not None else None,
                 hooks=hooks,
                 builtin=name in builtin_names,
             )

@@ -15,7 +15,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ParamSpec, TypeVar, overload
@@ -89,7 +88,8 @@ class Tracker:
         self._epoch_open: tuple[float, float, float, dict[str, float]] | None = None
         self._warnings: list[str] = []
         self._budget_hit: Prediction | None = None
-        self.run_id = uuid.uuid4().hex[:12]
+        # 48 random bits, as uuid4().hex[:12] gave, without importing uuid at every start.
+        self.run_id = os.urandom(6).hex()
         self._pid = os.getpid()
 
     # -- lifecycle ---------------------------------------------------------------------------

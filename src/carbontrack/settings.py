@@ -323,7 +323,7 @@ def make_settings(**options: Any) -> Settings:
     if settings.location is not None:
         # An unknown code is a typo to report now, with close matches, not at the start of a
         # run (or after `carbontrack run` has started the command).
-        from carbontrack.intensity._location import parse_location
+        from carbontrack._locations import parse_location
 
         origin = "location" if "location" in given else "CARBONTRACK_LOCATION"
         parse_location(settings.location, origin=origin)

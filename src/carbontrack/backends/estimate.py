@@ -25,12 +25,9 @@ trees (``carbontrack.testing.procfs``).
 
 from __future__ import annotations
 
-import csv
 import functools
-import io
 import logging
 import os
-import platform
 import re
 import threading
 import time
@@ -140,25 +137,42 @@ class TdpMatch:
 
 @functools.cache
 def _table_text() -> str:
-    from importlib.resources import files
+    # Read beside this module rather than through importlib.resources, whose import (zipfile,
+    # email) costs more than the whole look-up; the wheel installs the package as files.
+    return (Path(__file__).parent / "data" / _TABLE_FILE).read_text("utf-8")
 
-    return files("carbontrack.backends").joinpath("data", _TABLE_FILE).read_text("utf-8")
+
+def _split_row(line: str) -> tuple[str, str, str]:
+    import csv  # a name may be quoted; csv only loads when a row is matched
+
+    key, name, tdp = next(csv.reader([line]))
+    return key, name, tdp
 
 
-@functools.cache
 def load_tdp_table() -> Mapping[str, tuple[str, float]]:
     """The shipped table: normalised model name -> (name as listed, TDP in W per socket)."""
+    import csv
+    import io
+
     rows = csv.DictReader(io.StringIO(_table_text()))
     return {row["key"]: (row["name"], float(row["tdp_w"])) for row in rows}
 
 
-@functools.cache
-def _by_words() -> Mapping[frozenset[str], tuple[str, float] | None]:
-    found: dict[frozenset[str], tuple[str, float] | None] = {}
-    for key, row in load_tdp_table().items():
-        words = frozenset(key.split())
-        # Two chips with the same words in another order and different TDPs: no answer.
-        found[words] = row if words not in found or found[words] == row else None
+def _rows_with_words(text: str, words: frozenset[str]) -> set[tuple[str, float]]:
+    """``(name, tdp_w)`` of the rows whose key has exactly ``words``, in any order."""
+    found = set()
+    rarest = min(words, key=text.count)  # only rows holding it can match
+    at = text.find(rarest)
+    while at >= 0:
+        start = text.rfind("\n", 0, at) + 1
+        end = text.find("\n", at)
+        end = len(text) if end < 0 else end
+        line = text[start:end]
+        comma = line.find(",")  # the key column is plain words, never quoted
+        if at - start < comma and frozenset(line[:comma].split()) == words:
+            _key, name, tdp = _split_row(line)
+            found.add((name, float(tdp)))
+        at = text.find(rarest, end)
     return found
 
 
@@ -173,16 +187,17 @@ def match_cpu(model: str) -> TdpMatch | None:
     if not key:
         return None
     # The table's first column is this normalised key (written by scripts/build_cpu_tdp.py):
-    # one string search finds the row without parsing 4,600 others at the start of a run.
+    # string searches find the rows without parsing (or keeping) 4,600 others at every start.
     text = _table_text()
     at = text.find("\n" + key + ",")
     if at >= 0:
         line = text[at + 1 : text.find("\n", at + 1)]
-        _key, name, tdp = next(csv.reader([line]))
+        _key, name, tdp = _split_row(line)
         return TdpMatch(name, float(tdp), "exact")
-    found = _by_words().get(frozenset(key.split()))
-    if found is not None:
-        return TdpMatch(found[0], found[1], "words")
+    rows = _rows_with_words(text, frozenset(key.split()))
+    if len(rows) == 1:  # two chips with these words in other orders: no answer
+        ((row_name, row_tdp_w),) = rows
+        return TdpMatch(row_name, row_tdp_w, "words")
     return None
 
 
@@ -260,6 +275,8 @@ def read_cpu_info(proc_root: Path | None = None) -> CpuInfo:
     sockets_n = int(packages) if packages and packages.isdigit() and int(packages) > 0 else 1
     source = "sysctl machdep.cpu.brand_string" if model else "platform.processor()"
     if not model:
+        import platform
+
         model = platform.processor()
     return CpuInfo(
         model=model,
@@ -545,6 +562,8 @@ def _not_measured(cpu: CpuInfo) -> tuple[str, str] | None:
     from carbontrack._plugins import blocked_plugins
 
     blocked = blocked_plugins()
+    import platform
+
     system = platform.system()
     if system == "Darwin":
         if "powermetrics" in blocked:

@@ -14,8 +14,6 @@ import contextlib
 import importlib
 import logging
 import os
-import shlex
-import subprocess
 import sys
 import threading
 import time
@@ -369,6 +367,9 @@ def _pci_order(gpus: Sequence[_Gpu]) -> list[_Gpu]:
 
 def _cuda_probe() -> list[tuple[int, int, int]] | None:
     command = os.environ.get(CUDA_PROBE_ENV, "").strip()
+    import shlex  # the probe is rare: keep subprocess out of every start
+    import subprocess
+
     argv = shlex.split(command) if command else [sys.executable, "-c", _CUDA_PROBE]
     env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
     env["CUDA_DEVICE_ORDER"] = "FASTEST_FIRST"
@@ -528,8 +529,41 @@ def _choose(nvml: Any, gpus: Sequence[_Gpu], settings: Settings, proc_root: Path
 # -- hooks ---------------------------------------------------------------------------------
 
 
+#: Where the dynamic linker looks for ``libnvidia-ml.so.1`` besides ``LD_LIBRARY_PATH`` and its
+#: cache (ld.so(8): the trusted default directories; WSL puts the driver's libraries in its own).
+_LIBRARY = b"libnvidia-ml.so.1"
+_DEFAULT_LIBRARY_DIRS = ("/lib", "/usr/lib", "/lib64", "/usr/lib64", "/usr/lib/wsl/lib")
+
+
+def nvml_library_absent(
+    env: Mapping[str, str] = os.environ,
+    ld_cache: Path = Path("/etc/ld.so.cache"),
+    default_dirs: Sequence[str] = _DEFAULT_LIBRARY_DIRS,
+) -> bool:
+    """True only when ``dlopen("libnvidia-ml.so.1")`` (what pynvml does) certainly fails.
+
+    Importing pynvml (and ctypes) costs milliseconds at every start on the many machines with
+    no NVIDIA driver. On Linux the linker finds the library through ``LD_LIBRARY_PATH``, its
+    cache and a few default directories: when none of them has it, NVML would answer
+    NVML_ERROR_LIBRARY_NOT_FOUND, which discovery turns into "nothing here" anyway. Elsewhere,
+    or when the cache cannot be read, this says False and pynvml decides.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    name = _LIBRARY.decode()
+    dirs = [d for d in env.get("LD_LIBRARY_PATH", "").split(":") if d]
+    if any(os.path.exists(os.path.join(d, name)) for d in (*dirs, *default_dirs)):
+        return False
+    try:
+        return _LIBRARY not in ld_cache.read_bytes()
+    except OSError:
+        return False  # no cache to consult: let the real loader decide
+
+
 def _load_module() -> Any | None:
     name = os.environ.get(MODULE_ENV, "").strip() or "pynvml"
+    if name == "pynvml" and name not in sys.modules and nvml_library_absent():
+        return None  # no driver library: what nvmlInit would say, without importing pynvml
     try:
         with warnings.catch_warnings():
             # The deprecated ``pynvml`` shim package warns on import; that is not the user's

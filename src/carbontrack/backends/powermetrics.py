@@ -1,7 +1,7 @@
 """Apple Silicon CPU, GPU and ANE energy from macOS ``powermetrics`` (run through ``sudo -n``).
 
-One ``powermetrics`` process per run streams NUL-separated plist samples; a reader thread sums
-each sample's energy into counters that ``carbontrack_read_energy`` hands out without blocking.
+One ``powermetrics`` process per run streams plist samples; a reader thread sums each sample's
+energy into counters that ``carbontrack_read_energy`` hands out without blocking.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import shutil
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 import attrs
 
 from carbontrack.hookspecs import hookimpl
-from carbontrack.model import Device, Method, Reading, Unavailable
+from carbontrack.model import Device, Reading, Unavailable
 from carbontrack.settings import Settings
 
 if TYPE_CHECKING:
@@ -52,22 +52,29 @@ SAMPLERS = "cpu_power,gpu_power,ane_power"
 _LABELS = {"cpu": "CPU", "gpu": "GPU", "ane": "Neural Engine"}
 _DEFAULT_PATH = "/usr/bin/powermetrics"
 
-#: ``close`` waits this long after SIGTERM, then SIGKILLs and waits ``KILL_WAIT_S`` to reap:
-#: together well under the one second that ``stop()`` may spend on a hung process.
+#: ``close`` (as root, without sudo) waits this long after SIGTERM, then SIGKILLs and waits
+#: ``KILL_WAIT_S`` to reap: together well under the one second ``stop()`` may spend on a hang.
 TERM_GRACE_S = 0.4
 KILL_WAIT_S = 0.3
-#: Discovery waits one sampling interval plus this for the first sample (sudo and powermetrics
-#: start-up), so that a refused ``sudo -n`` or a broken install is reported before training.
-FIRST_SAMPLE_GRACE_S = 3.0
+#: Discovery waits this long for an early exit (a refused ``sudo -n`` or a broken install exits
+#: within milliseconds), not for the first sample, which comes a whole interval after the start:
+#: entering ``track()`` stays well under 0.3 s. A later exit fails the reads with the same
+#: reason and fix.
+START_WAIT_S = 0.15
+_START_POLL_S = 0.005
 #: A process that sends nothing for this many intervals (and at least ``MIN_STALE_S``) is hung:
 #: its devices get failed reads, so the sampler drops them and the report says so.
 STALE_INTERVALS = 5
 MIN_STALE_S = 1.0
-#: Bytes without a NUL after which the pending text is garbage, not a document being written.
+#: After the pipe is closed, the daemon thread that reaps sudo waits this much beyond the stale
+#: limit before it says (at info level) that the process is still there.
+REAP_GRACE_S = 2.0
+#: Bytes without a document end after which the pending text is garbage, not a sample.
 MAX_PENDING_BYTES = 4 * 1024 * 1024
 _POLL_S = 0.1
-#: The longest powermetrics sampling interval (a longer ``interval_s`` is cut to it): the first
-#: sample, which discovery waits for, comes one interval after the start.
+_END_TAG = b"</plist>"
+#: The longest powermetrics sampling interval (a longer ``interval_s`` is cut to it): the
+#: sample in flight at an edge is estimated from the latest one, which must be recent.
 MAX_SAMPLE_INTERVAL_S = 1.0
 
 _PERMISSION_WORDS = (
@@ -141,7 +148,7 @@ def parse_sample(doc: object) -> Sample:
 
 
 def decode_sample(raw: bytes) -> Sample:
-    """Decode one NUL-delimited plist document; raise ``SampleError`` if it is garbled."""
+    """Decode one plist document of the stream; raise ``SampleError`` if it is garbled."""
     import plistlib
 
     try:
@@ -172,7 +179,7 @@ def command(executable: str, interval_s: float, *, sudo: str | None) -> list[str
 
 def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
     # The process leads its own group (start_new_session), so the group signal also reaches
-    # powermetrics under sudo; members owned by root are skipped by the kernel, sudo relays.
+    # a child it started; only used where we own the process (running as root, no sudo).
     try:
         os.killpg(proc.pid, signum)
     except ProcessLookupError:
@@ -182,19 +189,67 @@ def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
             proc.send_signal(signum)
 
 
-def _stop_process(proc: subprocess.Popen[bytes], owner_pid: int, stop: threading.Event) -> None:
-    """Terminate, then kill, then reap ``proc`` and its group; at most about 0.7 s."""
+def _close_quietly(stream: IO[bytes] | None) -> None:
+    if stream is not None:
+        with contextlib.suppress(OSError, ValueError):
+            stream.close()
+
+
+def _reap_later(proc: subprocess.Popen[bytes], within_s: float) -> None:
+    """Reap ``proc`` on a daemon thread: the caller never waits for it."""
+
+    def reap() -> None:
+        import subprocess
+
+        try:
+            proc.wait(within_s)
+        except subprocess.TimeoutExpired:
+            # Root-owned (sudo): nothing we may do. It ends at its next write to the closed pipe.
+            logger.info(
+                "carbontrack: powermetrics under sudo (pid %d) has not exited %.0f s after its "
+                "pipe was closed; it ends at its next sample, or stop it with `sudo kill %d`",
+                proc.pid,
+                within_s,
+                proc.pid,
+            )
+
+    threading.Thread(
+        target=reap, name=f"carbontrack-powermetrics-reap-{proc.pid}", daemon=True
+    ).start()
+
+
+def _stop_process(
+    proc: subprocess.Popen[bytes],
+    owner_pid: int,
+    stop: threading.Event,
+    wake: int,
+    *,
+    under_sudo: bool,
+    reap_within_s: float,
+) -> None:
+    """Stop ``proc``: under sudo by closing the pipe, else terminate, kill and reap (<= 0.7 s)."""
     import signal
     import subprocess
 
     stop.set()
+    with contextlib.suppress(OSError):
+        os.write(wake, b"x")  # the reader leaves select() at once
     if os.getpid() != owner_pid:
         return  # a forked child holds a copy of the parent's session: the process is not its own
+    if under_sudo:
+        # sudo makes itself full root "so user cannot kill us" (sudo src/sudo.c): our SIGTERM
+        # and SIGKILL would fail with EPERM, and waiting for them only delays the user's code.
+        # With the read end closed, powermetrics dies of SIGPIPE at its next sample and sudo
+        # exits with it (shared/reference/hardware.md 3.2); a daemon thread reaps sudo.
+        _close_quietly(proc.stdout)
+        if proc.poll() is None:
+            _reap_later(proc, reap_within_s)
+        return
     if proc.poll() is None:
         _signal_group(proc, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(TERM_GRACE_S)
-        # Also reaches a straggler in the group whose parent (sudo) already went.
+        # Also reaches a straggler in the group whose parent already went.
         _signal_group(proc, signal.SIGKILL)
     try:
         proc.wait(KILL_WAIT_S)
@@ -209,25 +264,73 @@ def _stop_process(proc: subprocess.Popen[bytes], owner_pid: int, stop: threading
 class _Snapshot:
     joules: Mapping[str, float]
     error: str | None
+    #: Kinds the samples do not carry, with the reason (their reads fail; the others measure).
+    missing: Mapping[str, str] = attrs.field(factory=dict)
+
+
+def _split_documents(buffer: bytes) -> tuple[list[bytes], bytes]:
+    """Split complete documents off ``buffer``: ``(documents, rest)``.
+
+    powermetrics writes a NUL right before each sample after the first, not after it (cubestat
+    ``cubestat/platforms/macos.py``: "powermetrics injects 0x00 right before the measurement
+    event"; asitop ``asitop/utils.py`` ``enqueue_powermetrics`` starts a new document at a line
+    that begins with ``\\x00``). So a document is complete at its ``</plist>``; waiting for the
+    NUL would take every sample one interval late. A NUL still ends whatever precedes it (a
+    document cut short is then skipped as garbled, not glued to the next one).
+    """
+    documents: list[bytes] = []
+    while True:
+        nul = buffer.find(b"\x00")
+        end = buffer.find(_END_TAG)
+        if end >= 0 and (nul < 0 or end < nul):
+            cut = end + len(_END_TAG)
+            documents.append(buffer[:cut])
+            buffer = buffer[cut:]
+        elif nul >= 0:
+            documents.append(buffer[:nul])
+            buffer = buffer[nul + 1 :]
+        else:
+            return [d for d in documents if d.strip(b"\x00 \t\r\n")], buffer
 
 
 class PowermetricsSession:
     """One running ``powermetrics`` and the reader thread that sums its samples.
 
-    ``read()`` never blocks: it returns what the reader has summed so far. ``close()`` stops
-    the process within about 0.7 s, also when it hangs; an unclosed session is closed at
-    interpreter exit.
+    ``read()`` never blocks. Its value is the energy since the session's first read, like a
+    counter that starts there: complete samples (the part of the first one after that read),
+    plus the sample in flight estimated as the latest power times its elapsed part, so that the
+    start, epoch edges and the stop are not a sample late. It never goes down: a later sample
+    that comes in under the estimate adds nothing until the total catches up. ``close()`` does
+    not wait under sudo (the pipe is closed) and at most about 0.7 s otherwise; an unclosed
+    session is closed at interpreter exit.
     """
 
-    def __init__(self, argv: Sequence[str], *, interval_s: float) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        interval_s: float,
+        under_sudo: bool = False,
+        kinds: Sequence[str] = KINDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.argv = tuple(argv)
         self.interval_s = interval_s
+        self.under_sudo = under_sudo
+        self.kinds = tuple(kinds)
         self.stale_after_s = max(STALE_INTERVALS * interval_s, MIN_STALE_S)
+        self._clock = clock
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._first = threading.Event()
-        self._totals = dict.fromkeys(KINDS, 0.0)
+        self._ended = threading.Event()
+        self._origin: float | None = None
+        self._committed = dict.fromkeys(KINDS, 0.0)
+        self._reported = dict.fromkeys(KINDS, 0.0)
+        self._power_w: dict[str, float] = {}
+        self._last_end: float | None = None
         self._first_sample: Sample | None = None
+        self._missing: dict[str, str] = {}
         self._samples = 0
         self._skipped = 0
         self._missing_warned: set[str] = set()
@@ -238,7 +341,10 @@ class PowermetricsSession:
         self._last_sample_t = 0.0
         self._proc: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
+        self._wake_r, self._wake_w = -1, -1
         self._reader: threading.Thread | None = None
+        #: Appended to an exit's reason when sudo refused (the process ended before a sample).
+        self.permission_fix = ""
         self._finalizer: weakref.finalize[Any, Any] | None = None
 
     @property
@@ -248,7 +354,7 @@ class PowermetricsSession:
 
     @property
     def samples(self) -> int:
-        """Good samples summed so far."""
+        """Good samples received so far."""
         with self._lock:
             return self._samples
 
@@ -257,6 +363,12 @@ class PowermetricsSession:
         """Garbled or truncated documents skipped so far."""
         with self._lock:
             return self._skipped
+
+    @property
+    def first_sample(self) -> Sample | None:
+        """The first good sample, once it has come."""
+        with self._lock:
+            return self._first_sample
 
     def start(self) -> None:
         """Start the process and the reader thread; raise ``OSError`` if it cannot start."""
@@ -277,51 +389,67 @@ class PowermetricsSession:
         except OSError:
             self._stderr.close()
             raise
-        self._last_sample_t = time.monotonic()
-        self._finalizer = weakref.finalize(self, _stop_process, self._proc, os.getpid(), self._stop)
+        self._wake_r, self._wake_w = os.pipe()
+        self._last_sample_t = self._clock()
+        self._finalizer = weakref.finalize(
+            self,
+            _stop_process,
+            self._proc,
+            os.getpid(),
+            self._stop,
+            self._wake_w,
+            under_sudo=self.under_sudo,
+            reap_within_s=self.stale_after_s + REAP_GRACE_S,
+        )
         self._reader = threading.Thread(
             target=self._read_loop, name=f"carbontrack-powermetrics-{self._proc.pid}", daemon=True
         )
         self._reader.start()
 
-    def wait_first_sample(self, timeout_s: float) -> Sample | None:
-        """The first good sample, or ``None`` if the process exited or sent none in time."""
+    def wait_started(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for an early exit; False if the process exited by then.
+
+        Returns True at once when the first sample comes (the process clearly runs), else
+        after ``timeout_s`` if it is still running: a refused ``sudo -n`` or a broken install
+        exits within milliseconds, while a sample can take a whole interval.
+        """
         deadline = time.monotonic() + timeout_s
-        while not self._first.wait(_POLL_S):
-            with self._lock:
-                if self._exit is not None:
-                    return None
-            if time.monotonic() >= deadline:
-                return None
-        return self._first_sample
+        while True:
+            if self._first.is_set():
+                return True
+            if self._ended.is_set():
+                return False
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            self._ended.wait(min(left, _START_POLL_S))
 
     def failure(self) -> tuple[str, str]:
-        """Why no sample came: ``(reason, stderr text)``."""
+        """Why the process gave no samples: ``(reason, stderr text)``."""
         with self._lock:
             exit_reason = self._exit
-        stderr = self._stderr_text()
-        if exit_reason is not None:
-            return exit_reason, stderr
-        return (
-            f"{self._name()} sent no sample within {FIRST_SAMPLE_GRACE_S + self.interval_s:g} s",
-            stderr,
-        )
+        return exit_reason or f"{self._name()} did not start", self._stderr_text()
 
     def read(self) -> _Snapshot:
-        """The energy summed so far by kind, or the error that stops it. Never blocks."""
+        """The energy since the first read by kind, or the error that stops it. Never blocks."""
+        now = self._clock()
         with self._lock:
-            totals = dict(self._totals)
-            if self._exit is not None and not self._closed:
+            if self._origin is None:
+                self._origin = now
+                return _Snapshot(dict(self._reported), None, dict(self._missing))
+            if self._closed:
+                return _Snapshot(dict(self._reported), None, dict(self._missing))
+            if self._exit is not None:
                 if not self._final_given:
                     # Hand out what arrived before the end once, then fail: nothing is lost.
                     self._final_given = True
-                    return _Snapshot(totals, None)
+                    self._update_reported(now, in_flight=False)
+                    return _Snapshot(dict(self._reported), None, dict(self._missing))
                 return _Snapshot({}, self._exit)
-            if self._closed:
-                return _Snapshot(totals, None)
-            age = time.monotonic() - self._last_sample_t
+            age = now - self._last_sample_t
             if age <= self.stale_after_s:
-                return _Snapshot(totals, None)
+                self._update_reported(now, in_flight=True)
+                return _Snapshot(dict(self._reported), None, dict(self._missing))
             error = (
                 f"{self._name()} sent no sample for {age:.1f} s (one was due every "
                 f"{self.interval_s:g} s): it hangs"
@@ -336,27 +464,43 @@ class PowermetricsSession:
             )
         return _Snapshot({}, error)
 
+    def _update_reported(self, now: float, *, in_flight: bool) -> None:
+        # Called with the lock held and the origin set.
+        assert self._origin is not None
+        since = self._origin if self._last_end is None else max(self._last_end, self._origin)
+        flight_s = min(max(now - since, 0.0), self.stale_after_s) if in_flight else 0.0
+        for kind in KINDS:
+            estimate = self._committed[kind] + self._power_w.get(kind, 0.0) * flight_s
+            self._reported[kind] = max(self._reported[kind], estimate)
+
     def close(self) -> None:
-        """Stop the process (SIGTERM, then SIGKILL after a short grace) and reap it."""
+        """Stop the process: under sudo by closing its pipe (no wait), else signals (<= 0.7 s)."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             skipped = self._skipped
         self._stop.set()
-        if self._finalizer is not None:
-            self._finalizer()  # runs _stop_process once; a later call (or exit) does nothing
+        if self._wake_w >= 0:
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, b"x")
         reader = self._reader
         if reader is not None and reader is not threading.current_thread():
-            reader.join(_POLL_S * 2)
+            reader.join(_POLL_S)  # woken above: leaves select() at once
+        if self._finalizer is not None:
+            self._finalizer()  # runs _stop_process once; a later call (or exit) does nothing
         if reader is None or not reader.is_alive():
-            # Only once the reader is done with the descriptor (it could be reused under it).
+            # Only once the reader is done with the descriptors (they could be reused under it).
             # With our end closed, a powermetrics that escaped the signals (root-owned under a
             # killed sudo) dies of SIGPIPE at its next sample instead of running on.
-            if self._proc is not None and self._proc.stdout is not None:
-                self._proc.stdout.close()
-            if self._stderr is not None:
-                self._stderr.close()
+            if self._proc is not None:
+                _close_quietly(self._proc.stdout)
+            _close_quietly(self._stderr)
+            for fd in (self._wake_r, self._wake_w):
+                if fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            self._wake_r = self._wake_w = -1
         if skipped > 1:
             logger.info("carbontrack: %d garbled powermetrics documents were skipped", skipped)
 
@@ -369,14 +513,18 @@ class PowermetricsSession:
         try:
             pending = self._pump()
             if not self._stop.is_set():
-                if pending.strip():
-                    self._take(pending)  # the last document, or a truncated one
+                if pending.strip(b"\x00 \t\r\n"):
+                    self._take(pending)  # a truncated last document: skipped as garbled
                 self._on_exit()
         except Exception as exc:  # isolation boundary: the reader thread must not die silently
+            if self._stop.is_set():
+                return  # the descriptors were closed under it at exit: nothing went wrong
             logger.warning("carbontrack: the powermetrics reader failed", exc_info=True)
             with self._lock:
                 if self._exit is None:
                     self._exit = f"the reader of {self._name()} failed: {exc}"
+        finally:
+            self._ended.set()
 
     def _pump(self) -> bytes:
         import select
@@ -385,38 +533,67 @@ class PowermetricsSession:
         assert self._proc.stdout is not None
         fd = self._proc.stdout.fileno()
         pending = b""
-        # select() with a timeout, so that close() never waits on a read that cannot return.
+        # select() with a timeout and a wake-up pipe: close() never waits on a read.
         while not self._stop.is_set():
-            ready, _, _ = select.select([fd], [], [], _POLL_S)
-            if not ready:
+            ready, _, _ = select.select([fd, self._wake_r], [], [], _POLL_S)
+            if fd not in ready:
                 continue
             chunk = os.read(fd, 65536)
             if not chunk:
                 break  # end of stream: the process exited
-            *documents, pending = (pending + chunk).split(b"\x00")
+            documents, pending = _split_documents(pending + chunk)
             for raw in documents:
-                if raw.strip():
-                    self._take(raw)
+                self._take(raw)
             if len(pending) > MAX_PENDING_BYTES:
-                self._skip(SampleError(f"{len(pending)} bytes without a NUL separator"))
+                self._skip(SampleError(f"{len(pending)} bytes without a document end"))
                 pending = b""
         return pending
 
     def _take(self, raw: bytes) -> None:
+        arrived = self._clock()
         try:
-            sample = decode_sample(raw)
+            sample = decode_sample(raw.strip(b"\x00"))
         except SampleError as exc:
             self._skip(exc)
             return
         with self._lock:
+            if self._stop.is_set():
+                return
+            first = self._first_sample is None
+            elapsed = sample.elapsed_s
+            if elapsed is None or elapsed <= 0:
+                previous = self._last_end
+                elapsed = arrived - previous if previous is not None else self.interval_s
+            # The sample ended when it was written: at its arrival, or earlier where the
+            # previous end plus its elapsed_ns says so (a late wake-up of this thread must not
+            # shift the sample; powermetrics' samples follow one another without gaps).
+            end = arrived
+            if self._last_end is not None:
+                end = min(arrived, self._last_end + elapsed)
+            began = end - elapsed
+            # The share of this sample after the first read (the counter's zero): a sample that
+            # straddles it counts only for its part after, one wholly before counts nothing.
+            share = 1.0
+            if self._origin is None:
+                share = 0.0
+            elif began < self._origin:
+                share = max(0.0, end - self._origin) / elapsed
             for kind in KINDS:
                 if kind in sample.joules:
-                    self._totals[kind] += sample.joules[kind]
-                elif self._first_sample is not None and kind in self._first_sample.joules:
-                    self._warn_missing(kind)
+                    self._committed[kind] += sample.joules[kind] * share
+                    self._power_w[kind] = sample.joules[kind] / elapsed
+                elif first and kind in self.kinds:
+                    self._missing[kind] = (
+                        f"powermetrics samples here carry no {kind}_energy or {kind}_power"
+                    )
+                elif not first and kind not in self._missing:
+                    self._power_w.pop(kind, None)
+                    if kind in self.kinds:
+                        self._warn_missing(kind)
+            self._last_end = end
             self._samples += 1
-            self._last_sample_t = time.monotonic()
-            if self._first_sample is None:
+            self._last_sample_t = arrived
+            if first:
                 self._first_sample = sample
         self._first.set()
 
@@ -460,8 +637,12 @@ class PowermetricsSession:
         if stderr:
             why += f": {stderr}"
         with self._lock:
-            self._exit = why
             started = self._first_sample is not None
+        lowered = stderr.lower()
+        if not started and self.permission_fix and any(w in lowered for w in _PERMISSION_WORDS):
+            why += f"; fix: {self.permission_fix}"
+        with self._lock:
+            self._exit = why
         if started:
             # The sampler warns once when it drops the three devices for this reason.
             logger.info("carbontrack: %s; CPU, GPU and ANE energy stop being measured", why)
@@ -482,8 +663,60 @@ class PowermetricsSession:
 # -- discovery and the hooks -------------------------------------------------------------------
 
 
+def _platform_id() -> tuple[str, str]:
+    """``(system, machine)`` as Python sees them (``x86_64`` under Rosetta on Apple Silicon)."""
+    return platform.system(), platform.machine()
+
+
+def _sysctlbyname(name: str) -> bytes | None:
+    """The raw value of a macOS sysctl, or ``None`` where it does not exist (or off macOS).
+
+    ctypes rather than ``sysctl -n``: no subprocess on the way into ``track()``. Tests replace
+    this function through ``carbontrack.testing.powermetrics.fake_macos``.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        lookup = libc.sysctlbyname
+    except (OSError, AttributeError):
+        return None
+    key = name.encode()
+    size = ctypes.c_size_t(0)
+    if lookup(key, None, ctypes.byref(size), None, ctypes.c_size_t(0)) != 0:
+        return None  # ENOENT: no such sysctl here
+    buf = ctypes.create_string_buffer(size.value)
+    if lookup(key, buf, ctypes.byref(size), None, ctypes.c_size_t(0)) != 0:
+        return None
+    return buf.raw[: size.value]
+
+
+def _sysctl_int(name: str) -> int | None:
+    raw = _sysctlbyname(name)
+    if raw is None or len(raw) not in (4, 8):
+        return None
+    return int.from_bytes(raw, "little")
+
+
+def _sysctl_str(name: str) -> str:
+    raw = _sysctlbyname(name)
+    return raw.split(b"\x00", 1)[0].decode("utf-8", "replace") if raw else ""
+
+
+def translated_by_rosetta() -> bool:
+    """Whether this process is x86_64 code run by Rosetta on Apple Silicon.
+
+    ``sysctl.proc_translated`` is 1 under Rosetta, 0 in a native process, and missing (ENOENT)
+    on Intel Macs (Apple, "About the Rosetta translation environment").
+    """
+    system, _machine = _platform_id()
+    return system == "Darwin" and _sysctl_int("sysctl.proc_translated") == 1
+
+
 def _is_apple_silicon() -> bool:
-    return platform.system() == "Darwin" and platform.machine() == "arm64"
+    system, machine = _platform_id()
+    return system == "Darwin" and (machine == "arm64" or translated_by_rosetta())
 
 
 def _running_as_root() -> bool:
@@ -519,20 +752,29 @@ def _unavailable(kinds: Sequence[str], reason: str, fix: str) -> list[Device | U
     return [Unavailable(backend=BACKEND, kind=kind, reason=reason, fix=fix) for kind in kinds]
 
 
-def _detail(kind: str, source: str, interval_s: float) -> str:
-    every = f"one sample every {interval_s:g} s"
-    if source == "energy":
-        return (
-            f"sums powermetrics' {kind}_energy (the SoC's energy estimate, mJ per sample); {every}"
-        )
-    return (
-        f"sums powermetrics' {kind}_power (mW averaged over each sample) times elapsed_ns, as "
-        f"samples here carry no {kind}_energy; {every}"
+def _detail(kind: str, interval_s: float, *, rosetta: bool) -> str:
+    detail = (
+        f"sums powermetrics' {kind}_energy (the SoC's energy estimate, mJ per sample; "
+        f"{kind}_power in mW times elapsed_ns where a sample lacks it), one sample every "
+        f"{interval_s:g} s, each counted when its plist document is complete (</plist>); at "
+        "the start, at epoch edges and at the stop the sample still in flight counts as the "
+        "latest sample's power times its elapsed part, and the first sample only for its part "
+        "after the start"
     )
+    if rosetta:
+        detail += (
+            "; this Python runs as x86_64 under Rosetta (sysctl.proc_translated=1): the SoC is "
+            "Apple Silicon and measured natively by powermetrics"
+        )
+    return detail
 
 
 def discover(settings: Settings) -> list[Device | Unavailable]:
-    """Start powermetrics and return its CPU, GPU and ANE devices (or why they can't be read)."""
+    """Start powermetrics and return its CPU, GPU and ANE devices (or why they can't be read).
+
+    Waits at most ``START_WAIT_S`` for an early exit, never for a sample: kinds that the
+    samples turn out not to carry fail their reads with the reason instead.
+    """
     if os.name != "posix" or not (_forced(settings) or _is_apple_silicon()):
         return []
     kinds = [k for k in KINDS if settings.wants(k)]
@@ -557,18 +799,24 @@ def discover(settings: Settings) -> list[Device | Unavailable]:
                 "powermetrics needs root and sudo was not found on PATH",
                 "run as root, or put sudo on PATH and " + sudoers_fix(_user_name(), executable),
             )
-    # Samples at most MAX_SAMPLE_INTERVAL_S apart: discovery waits for the first one (it comes
-    # one -i after the start), which must not hold up the user's code for a long interval_s.
+    # Samples at most MAX_SAMPLE_INTERVAL_S apart: the sample in flight at an edge is estimated
+    # from the latest one, and a hang is noticed within a few seconds.
     sample_s = min(settings.interval_s, MAX_SAMPLE_INTERVAL_S)
-    session = PowermetricsSession(command(executable, sample_s, sudo=sudo), interval_s=sample_s)
+    session = PowermetricsSession(
+        command(executable, sample_s, sudo=sudo),
+        interval_s=sample_s,
+        under_sudo=sudo is not None,
+        kinds=kinds,
+    )
+    if sudo is not None:
+        session.permission_fix = sudoers_fix(_user_name(), executable)
     try:
         session.start()
     except OSError as exc:
         return _unavailable(
             kinds, f"could not start {session.argv[0]}: {exc}", f"check that {found} runs"
         )
-    first = session.wait_first_sample(sample_s + FIRST_SAMPLE_GRACE_S)
-    if first is None:
+    if not session.wait_started(START_WAIT_S):
         reason, stderr = session.failure()
         session.close()
         lowered = stderr.lower()
@@ -583,35 +831,27 @@ def discover(settings: Settings) -> list[Device | Unavailable]:
             reason,
             f"check that `{' '.join(session.argv)} -n 1` prints a plist sample in a terminal",
         )
-    model = f" ({first.hw_model})" if first.hw_model else ""
-    result: list[Device | Unavailable] = []
-    for kind in kinds:
-        source = first.sources.get(kind)
-        if source is None:
-            result.append(
-                Unavailable(
-                    backend=BACKEND,
-                    kind=kind,
-                    reason=f"powermetrics samples here carry no {kind}_energy or {kind}_power",
-                    fix="none known: this macOS's powermetrics does not report it",
-                )
-            )
-            continue
-        method: Method = "counter" if source == "energy" else "power"
-        result.append(
-            Device(
-                id=kind,
-                kind=kind,
-                name=f"Apple Silicon {_LABELS[kind]}{model}",
-                backend=BACKEND,
-                method=method,
-                detail=_detail(kind, source, sample_s),
-                handle=session,
-            )
+    first = session.first_sample
+    model = (first.hw_model if first is not None else "") or _sysctl_str("hw.model")
+    label = f" ({model})" if model else ""
+    rosetta = translated_by_rosetta()
+    if rosetta:
+        logger.info(
+            "carbontrack: this Python is x86_64 under Rosetta on Apple Silicon; measuring the "
+            "SoC with powermetrics"
         )
-    if not any(isinstance(item, Device) for item in result):
-        session.close()
-    return result
+    return [
+        Device(
+            id=kind,
+            kind=kind,
+            name=f"Apple Silicon {_LABELS[kind]}{label}",
+            backend=BACKEND,
+            method="counter",
+            detail=_detail(kind, sample_s, rosetta=rosetta),
+            handle=session,
+        )
+        for kind in kinds
+    ]
 
 
 def _sessions(devices: Sequence[Device]) -> dict[int, tuple[PowermetricsSession, list[Device]]]:
@@ -637,6 +877,9 @@ def carbontrack_read_energy(devices: Sequence[Device]) -> list[Reading]:
         for device in devs:
             if snapshot.error is not None:
                 readings.append(Reading(device.id, error=snapshot.error))
+            elif device.kind in snapshot.missing:
+                why = snapshot.missing[device.kind]
+                readings.append(Reading(device.id, error=f"{why} (this macOS does not report it)"))
             else:
                 readings.append(Reading(device.id, joules=snapshot.joules[device.kind]))
     return readings

@@ -8,16 +8,18 @@ any key redacted.
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
 import logging
 import os
+import socket
+import threading
 import time
-import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from carbontrack._redact import is_secret_name, redact_data, redact_text
 from carbontrack.errors import InvalidOption
 from carbontrack.settings import Settings
 
@@ -85,6 +87,8 @@ def read_config() -> dict[str, Any]:
         # An unreadable file (permissions) is not a mistake in it: go on without it, say so.
         logger.warning("carbontrack: config file %s cannot be read (%s); ignored", path, exc)
         return {}
+    import tomllib  # only when there is a config file to parse
+
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -183,6 +187,8 @@ def cache_dir() -> Path:
 
 
 def _cache_file(key: str) -> Path:
+    import hashlib
+
     return cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
 
 
@@ -233,11 +239,19 @@ def cache_put(key: str, data: Any) -> None:
 
 # -- HTTP ------------------------------------------------------------------------------------
 
+#: Largest answer read, in bytes: a year of 5-minute records from Energi Data Service is about
+#: 16 MB less than this; a hostile or broken server streaming gigabytes is cut off here.
+MAX_RESPONSE_BYTES = 32 * 2**20
+#: Largest error body read (only its message is kept).
+MAX_ERROR_BYTES = 64 * 2**10
+#: Redirects followed per request (a same-host move is common; a chain is not).
+MAX_REDIRECTS = 4
+
 
 def _server_message(body: bytes) -> str:
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return body.decode("utf-8", "replace").strip()[:200]
     if isinstance(data, dict):
         err = data.get("error", data.get("message"))
@@ -249,10 +263,7 @@ def _server_message(body: bytes) -> str:
 
 
 def _redact(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
+    return redact_text(text, secrets)
 
 
 def _wait(timeout: float, deadline: float | None) -> float:
@@ -261,8 +272,229 @@ def _wait(timeout: float, deadline: float | None) -> float:
         return timeout
     wait = min(timeout, deadline - time.monotonic())
     if wait <= 0.01:
-        raise ProviderError(f"no answer within {timeout:g} s (timeout)")
+        raise ProviderError(f"no answer within {timeout:g} s (timeout)", final=True)
     return wait
+
+
+class _Status(Exception):
+    """An HTTP error status, with the server's message (read within the limits)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+
+class _Exchange:
+    """The sockets of one request, so that the waiting thread can cut them at the deadline:
+    socket timeouts bound each read, not the request (a server sending one byte every half
+    second never trips them)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self.cancelled = False
+
+    def add(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.cancelled:
+                _cut(sock)
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled = True
+            for sock in self._sockets:
+                _cut(sock)
+
+
+def _cut(sock: socket.socket) -> None:
+    # socket.socket.shutdown, not SSLSocket.shutdown: the TLS object is in use by the reader;
+    # shutting the descriptor down wakes its blocked read with an error.
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def _opener(exchange: _Exchange) -> Any:
+    import http.client
+    import urllib.request
+
+    class Tracked(http.client.HTTPConnection):
+        def connect(self) -> None:
+            super().connect()
+            exchange.add(self.sock)
+
+    class TrackedTLS(http.client.HTTPSConnection):
+        def connect(self) -> None:
+            super().connect()
+            exchange.add(self.sock)
+
+    class HTTP(urllib.request.HTTPHandler):
+        def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+            return self.do_open(Tracked, req)
+
+    class HTTPS(urllib.request.HTTPSHandler):
+        def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+            return self.do_open(TrackedTLS, req, context=self._context)  # type: ignore[attr-defined]
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        # Redirects are followed by get_json itself, which decides which headers go along;
+        # returning None here hands the 3xx back unread (urllib would read its body whole).
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    # The proxy handler (from $https_proxy and friends) stays: clusters often need one.
+    return urllib.request.build_opener(HTTP, HTTPS, NoRedirect)
+
+
+def _same_origin(old: str, new: str) -> bool:
+    import urllib.parse
+
+    a, b = urllib.parse.urlsplit(old), urllib.parse.urlsplit(new)
+    ports = {"http": 80, "https": 443}
+    if a.scheme == "https" and b.scheme != "https":
+        return False  # never a credential over plain text
+    return (a.hostname or "").lower() == (b.hostname or "").lower() and (
+        a.port or ports.get(a.scheme)
+    ) == (b.port or ports.get(b.scheme))
+
+
+def _strip_credentials(headers: dict[str, str], secrets: Sequence[str]) -> dict[str, str]:
+    """``headers`` without any that carries a credential: by name (``auth-token``,
+    ``Authorization``, ``Cookie``, ``X-Api-Key``...) or by holding one of ``secrets``."""
+    kept = {}
+    for name, value in headers.items():
+        lowered = value.lower()
+        if name.lower() in ("authorization", "cookie", "proxy-authorization"):
+            continue
+        if is_secret_name(name) or any(s and s.lower() in lowered for s in secrets):
+            continue
+        kept[name] = value
+    return kept
+
+
+def _read_capped(response: Any, limit: int, exchange: _Exchange) -> bytes:
+    import http.client
+
+    text = response.headers.get("Content-Length")
+    length = int(text) if text is not None and text.strip().isdigit() else None
+    if length is not None and length > limit:
+        raise ProviderError(
+            f"answer too large ({length:,} bytes announced; at most {limit:,} are read)"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        if exchange.cancelled:
+            raise TimeoutError
+        # read1: what one socket read gives, so that the deadline is checked between reads.
+        chunk = response.read1(65536)
+        if not chunk:
+            if length is not None and size < length:  # the connection closed mid-answer
+                raise http.client.IncompleteRead(b"".join(chunks), length - size)
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            raise ProviderError(f"answer too large (over {limit:,} bytes; the rest is not read)")
+        chunks.append(chunk)
+
+
+def _attempt(
+    url: str,
+    *,
+    headers: dict[str, str],
+    secrets: Sequence[str],
+    wait: float,
+    exchange: _Exchange,
+    max_bytes: int,
+) -> bytes:
+    """One request, its redirects followed by hand; runs in a worker thread."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    opener = _opener(exchange)
+    for _hop in range(MAX_REDIRECTS + 1):
+        request = urllib.request.Request(url, headers=headers)
+        try:
+            with opener.open(request, timeout=wait) as response:
+                return _read_capped(response, max_bytes, exchange)
+        except urllib.error.HTTPError as exc:
+            with exc:
+                location = exc.headers.get("Location") if exc.headers else None
+                if exc.code in (301, 302, 303, 307, 308) and location:
+                    target = urllib.parse.urljoin(url, location)
+                    if urllib.parse.urlsplit(target).scheme not in ("http", "https"):
+                        raise ProviderError(
+                            f"redirected to a non-HTTP address ({exc.code})", final=True
+                        ) from None
+                    if not _same_origin(url, target):
+                        # The key was given for this host, not for wherever it points to.
+                        headers = _strip_credentials(headers, secrets)
+                    url = target
+                    continue
+                try:
+                    body = _read_capped(exc, MAX_ERROR_BYTES, exchange)
+                except ProviderError:
+                    body = b""
+                raise _Status(exc.code, _server_message(body)) from None
+    raise ProviderError(f"more than {MAX_REDIRECTS} redirects", final=True)
+
+
+def _bounded(
+    url: str,
+    headers: dict[str, str],
+    secrets: Sequence[str],
+    wait: float,
+    max_bytes: int,
+) -> bytes:
+    """``_attempt`` with a total deadline of ``wait`` seconds (name lookup, connection, TLS,
+    headers, body, redirects), after which its sockets are cut and ``TimeoutError`` raised."""
+    exchange = _Exchange()
+    outcome: list[Any] = []
+
+    def work() -> None:
+        try:
+            outcome.append(
+                (
+                    "ok",
+                    _attempt(
+                        url,
+                        headers=headers,
+                        secrets=secrets,
+                        wait=wait,
+                        exchange=exchange,
+                        max_bytes=max_bytes,
+                    ),
+                )
+            )
+        except BaseException as exc:  # handed to the caller's thread
+            outcome.append(("error", exc))
+
+    # A worker thread, because a name lookup cannot be interrupted: at the deadline the caller
+    # goes on, and the worker ends once its cut sockets (or the lookup) return.
+    worker = threading.Thread(target=work, name="carbontrack-http", daemon=True)
+    worker.start()
+    worker.join(wait)
+    if worker.is_alive() or not outcome:
+        exchange.cancel()
+        raise TimeoutError
+    kind, value = outcome[0]
+    if kind == "error":
+        if exchange.cancelled:
+            raise TimeoutError
+        raise value
+    return bytes(value)
+
+
+def _decode(body: bytes, secrets: Sequence[str]) -> Any:
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        raise ProviderError("malformed JSON in the response") from None
+    # Servers echo what they were sent (a key in a message, a URL): nothing of a key goes on
+    # into the cache, the report, the CSV or the run log.
+    return redact_data(data, secrets)
 
 
 def get_json(
@@ -274,43 +506,46 @@ def get_json(
     cache_s: float = 0.0,
     secrets: Iterable[str] = (),
     deadline: float | None = None,
+    max_bytes: int = MAX_RESPONSE_BYTES,
 ) -> Any:
     """GET ``url`` and decode its JSON, with one retry on a 5xx or a refused connection.
 
-    A response younger than ``cache_s`` seconds is served from the disk cache (the key is the
-    URL with its query; headers, and so API keys, are not part of it). ``deadline`` (a
-    ``time.monotonic()`` value) caps the wait of every attempt, the retry included. Raises
-    ``ProviderError`` with the reason (HTTP status and server message, timeout, malformed JSON).
+    ``timeout`` is a total for the request, retry included (not a per-read socket timeout), and
+    ``deadline`` (a ``time.monotonic()`` value) caps it further. Answers over ``max_bytes`` are
+    refused unread. Redirects to another host (or from https to http) go without any header
+    carrying a credential. The decoded answer has every occurrence of ``secrets`` (in any case)
+    masked before it is cached or returned. A response younger than ``cache_s`` seconds is
+    served from the disk cache (the key is the URL with its query; headers, and so API keys,
+    are not part of it). Raises ``ProviderError`` with the reason (HTTP status and server
+    message, timeout, malformed JSON, too large).
     """
     import http.client
     import urllib.error
     import urllib.parse
-    import urllib.request
 
     from carbontrack._version import __version__
 
-    secrets = tuple(secrets)
+    secrets = tuple(s for s in secrets if s)
     full = url + ("?" + urllib.parse.urlencode(params) if params else "")
     if cache_s > 0:
         cached = cache_get(full, cache_s)
         if cached is not None:
             return cached
-    request = urllib.request.Request(
-        full,
-        headers={
-            "Accept": "application/json",
-            "User-Agent": f"carbontrack/{__version__}",
-            **(headers or {}),
-        },
-    )
+    all_headers = {
+        "Accept": "application/json",
+        "User-Agent": f"carbontrack/{__version__}",
+        **(headers or {}),
+    }
+    total = time.monotonic() + timeout
+    deadline = total if deadline is None else min(deadline, total)
+    timed_out = f"no answer within {timeout:g} s (timeout)"
     attempts = 2
     for attempt in range(attempts):
         last = attempt == attempts - 1
         try:
-            with urllib.request.urlopen(request, timeout=_wait(timeout, deadline)) as response:
-                body = response.read()
-        except urllib.error.HTTPError as exc:
-            message = _redact(_server_message(exc.read()), secrets)
+            body = _bounded(full, all_headers, secrets, _wait(timeout, deadline), max_bytes)
+        except _Status as exc:
+            message = _redact(exc.message, secrets)
             if exc.code >= 500 and not last:
                 time.sleep(0.1)
                 continue
@@ -319,12 +554,12 @@ def get_json(
                 reason += " (rate limited)"
             raise ProviderError(reason, final=exc.code in (401, 403)) from None
         except TimeoutError:
-            raise ProviderError(f"no answer within {timeout:g} s (timeout)", final=True) from None
+            raise ProviderError(timed_out, final=True) from None
+        except ProviderError as exc:
+            raise ProviderError(_redact(str(exc), secrets), final=exc.final) from None
         except urllib.error.URLError as exc:
             if isinstance(exc.reason, TimeoutError):
-                raise ProviderError(
-                    f"no answer within {timeout:g} s (timeout)", final=True
-                ) from None
+                raise ProviderError(timed_out, final=True) from None
             if not last:
                 time.sleep(0.1)
                 continue
@@ -335,10 +570,7 @@ def get_json(
             if not last:
                 continue
             raise ProviderError(f"connection failed ({type(exc).__name__})", final=True) from None
-        try:
-            data = json.loads(body)
-        except ValueError:
-            raise ProviderError("malformed JSON in the response") from None
+        data = _decode(body, secrets)
         if cache_s > 0:
             cache_put(full, data)
         return data

@@ -58,6 +58,46 @@ FUTURE_MARGIN_S = 2.0
 
 UTC = dt.UTC
 
+#: Largest carbon intensity taken from a provider, g/kWh: the dirtiest grids (lignite, oil on
+#: islands) are near 1,200; a value this far above is a unit error or a broken answer.
+MAX_G_PER_KWH = 5000.0
+
+
+def _plausible(value: float) -> bool:
+    return math.isfinite(value) and 0.0 <= value <= MAX_G_PER_KWH
+
+
+def _warn_bad(bad: Sequence[float], title: str, what: str) -> None:
+    if bad:
+        shown = ", ".join(f"{v:g}" for v in bad[:3]) + (", ..." if len(bad) > 3 else "")
+        logger.warning(
+            "carbontrack: %s sent %d unusable carbon intensity value(s) in its %s, not numbers "
+            "from 0 to %g g/kWh (%s); ignored",
+            title,
+            len(bad),
+            what,
+            MAX_G_PER_KWH,
+            shown,
+        )
+
+
+def _checked(points: Iterable[IntensityPoint], title: str, what: str) -> tuple[IntensityPoint, ...]:
+    """``points`` without those whose value is not a finite number in ``[0, MAX_G_PER_KWH]``
+    (NaN, infinities, negatives, absurd magnitudes), with one warning naming the provider."""
+    given = tuple(points)
+    _warn_bad([p.g_per_kwh for p in given if not _plausible(p.g_per_kwh)], title, what)
+    return tuple(p for p in given if _plausible(p.g_per_kwh))
+
+
+def _value(value: Any, title: str, what: str) -> float:
+    """One carbon intensity from an answer, or ``ProviderError`` when it is not plausible."""
+    number = float(value)
+    if not _plausible(number):
+        raise ProviderError(
+            f"{what} {number:g} g/kWh is not a number from 0 to {MAX_G_PER_KWH:g}; ignored"
+        )
+    return number
+
 
 def _ts(text: str) -> float:
     """Unix seconds of an ISO 8601 timestamp; one without a zone is UTC."""
@@ -291,10 +331,14 @@ class ElectricityMaps(_LiveProvider):
         params = {"zone": zone}
         if call.is_history:
             data = call.get("/carbon-intensity/history", params=params, headers=headers)
-            points = tuple(
-                IntensityPoint(_ts(item["datetime"]), _ts(item["datetime"]) + 3600.0, float(ci))
-                for item in data["history"]
-                if (ci := item.get("carbonIntensity")) is not None
+            points = _checked(
+                (
+                    IntensityPoint(_ts(item["datetime"]), _ts(item["datetime"]) + 3600.0, float(ci))
+                    for item in data["history"]
+                    if (ci := item.get("carbonIntensity")) is not None
+                ),
+                self.title,
+                "history",
             )
             inside = window_points(points, call.start, call.end)
             if inside:
@@ -316,7 +360,7 @@ class ElectricityMaps(_LiveProvider):
                 lambda: self._forecast(call, zone, headers), call.start
             )
         return Intensity(
-            g_per_kwh=float(ci),
+            g_per_kwh=_value(ci, self.title, "the latest carbonIntensity"),
             source=f"Electricity Maps, zone {zone}, latest ({latest.get('datetime', '?')})",
             basis=str(latest.get("emissionFactorType") or "lifecycle"),
             zone=zone,
@@ -327,11 +371,17 @@ class ElectricityMaps(_LiveProvider):
         data = call.get(
             "/carbon-intensity/forecast", params={"zone": zone}, headers=headers, cache_s=900
         )
-        return [
-            IntensityPoint(_ts(p["datetime"]), _ts(p["datetime"]) + 3600.0, float(ci), True)
-            for p in data["forecast"]
-            if (ci := p.get("carbonIntensity")) is not None
-        ]
+        return list(
+            _checked(
+                (
+                    IntensityPoint(_ts(p["datetime"]), _ts(p["datetime"]) + 3600.0, float(ci), True)
+                    for p in data["forecast"]
+                    if (ci := p.get("carbonIntensity")) is not None
+                ),
+                self.title,
+                "forecast",
+            )
+        )
 
 
 # -- GB Carbon Intensity API -------------------------------------------------------------------
@@ -367,7 +417,7 @@ def _gb_points(items: Iterable[dict[str, Any]]) -> tuple[tuple[IntensityPoint, .
             value = intensity["forecast"]
             forecasts += 1
         points.append(IntensityPoint(_ts(item["from"]), _ts(item["to"]), float(value), is_forecast))
-    return tuple(points), forecasts
+    return _checked(points, CarbonIntensityGB.title, "half-hours"), forecasts
 
 
 class CarbonIntensityGB(_LiveProvider):
@@ -452,10 +502,16 @@ def _eds_points(
 ) -> tuple[IntensityPoint, ...]:
     # DK1 and DK2 mostly carry the same all-Denmark value; where both are asked for, average.
     by_time: dict[float, list[float]] = {}
+    bad: list[float] = []
     for rec in records:
         if rec.get("PriceArea") not in areas or rec.get("CO2Emission") is None:
             continue
-        by_time.setdefault(_ts(rec["Minutes5UTC"]), []).append(float(rec["CO2Emission"]))
+        value = float(rec["CO2Emission"])
+        if not _plausible(value):  # checked per area: a bad DK2 value leaves DK1's
+            bad.append(value)
+            continue
+        by_time.setdefault(_ts(rec["Minutes5UTC"]), []).append(value)
+    _warn_bad(bad, EnergiDataService.title, "5-minute records")
     return tuple(
         IntensityPoint(t, t + 300.0, sum(v) / len(v), is_forecast)
         for t, v in sorted(by_time.items())

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 
+from carbontrack._locations import EXPECTED, gb_postcode, parse_location
 from carbontrack.errors import InvalidOption
 from carbontrack.hookspecs import hookimpl
 from carbontrack.intensity import _http
@@ -29,63 +29,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Codes that ask for the world average on purpose.
-WORLD_CODES = frozenset({"WORLD", "WLD"})
-
-_ZONE_SUFFIX = re.compile(r"[A-Z0-9]+(?:-[A-Z0-9]+)*")
-# The outward part of a UK postcode (RG10, SW1A, M1): what the GB API takes for regions.
-_OUTWARD_POSTCODE = re.compile(r"[A-Z]{1,2}[0-9][0-9A-Z]?")
-_DK_AREAS = ("DK1", "DK2")
-
-EXPECTED = (
-    "a country (ISO code such as 'DK' or 'DNK', or its English name), a grid zone such as "
-    "'DK-DK1' or 'US-CAL-CISO', a GB postcode area such as 'GB-RG10', or 'World'"
-)
-
-
-def _invalid(code: str, origin: str, matches: list[str]) -> InvalidOption:
-    hint = f" Did you mean: {', '.join(matches)}?" if matches else ""
-    name, _, where = origin.partition(" in ")
-    where = f" in {where}" if where else ""
-    return InvalidOption(
-        f"{name}={code!r}{where} is not a known location: expected {EXPECTED}.{hint} "
-        "Run `carbontrack intensity --location CODE` to check a code."
-    )
-
-
-def parse_location(code: str, *, source: str = "setting", origin: str = "location") -> Location:
-    """Turn a user's location code into a ``Location``; ``origin`` names where the code came
-    from in error messages (``"location"``, ``"location in <file>"``).
-
-    Raises ``InvalidOption`` (a ``ValueError``) naming the code, what is accepted and the
-    closest known codes.
-    """
-    table = load_table()
-    text = code.strip()
-    upper = text.upper()
-    if upper in WORLD_CODES:
-        return Location(country=None, region="World", source=source)
-    row = table.get(text)
-    if row is not None:
-        return Location(country=row.iso2 or row.iso3, region=None, source=source)
-    prefix, dash, suffix = upper.partition("-")
-    row = table.get(prefix) if dash and len(prefix) <= 3 else None
-    if row is None or not _ZONE_SUFFIX.fullmatch(suffix):
-        matches = table.close_matches(prefix if dash and len(prefix) <= 3 else text, n=3)
-        raise _invalid(code, origin, matches)
-    country = row.iso2 or row.iso3
-    if country == "DK" and suffix not in _DK_AREAS:
-        raise _invalid(code, origin, [f"DK-{a}" for a in _DK_AREAS])
-    return Location(country=country, region=f"{country}-{suffix}", source=source)
-
-
-def gb_postcode(location: Location) -> str | None:
-    """The GB outward postcode in a location such as ``GB-RG10``, else ``None``."""
-    if location.country != "GB" or not location.region:
-        return None
-    suffix = location.region.partition("-")[2]
-    return suffix if _OUTWARD_POSTCODE.fullmatch(suffix) else None
 
 
 def _config_location() -> tuple[str, str] | None:

@@ -8,8 +8,6 @@ operator's own figure: ``track(pue="none")`` on a laptop or workstation, ``track
 
 from __future__ import annotations
 
-import difflib
-
 import attrs
 
 from carbontrack.errors import InvalidOption
@@ -61,6 +59,8 @@ def pue_preset(name: str) -> float:
     key = name.strip().lower()
     if key in PUE_PRESETS:
         return PUE_PRESETS[key].pue
+    import difflib  # only for a mistyped preset
+
     close = difflib.get_close_matches(key, list(PUE_PRESETS), n=3, cutoff=0.4)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise InvalidOption(

@@ -6,12 +6,8 @@ Read lazily from the package data on first use (``intensity_countries.csv`` and
 
 from __future__ import annotations
 
-import csv
-import difflib
 import functools
-import io
-import json
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -22,8 +18,6 @@ __all__ = [
     "attribution",
     "load_table",
 ]
-
-_DATA = "carbontrack.intensity.data"
 
 
 @attrs.frozen
@@ -78,6 +72,8 @@ class Table:
         codes.update({row.iso3: row for row in self.rows})
         # Short inputs are codes; long ones are names. Compare each with its own kind.
         pool = codes if len(key) <= 3 else names
+        import difflib  # only for a mistyped location
+
         found = difflib.get_close_matches(key, list(pool), n=n, cutoff=0.5)
         if len(key) <= 3:
             # A name starting with the input ("DEN" -> Denmark) is a likely intent too.
@@ -92,12 +88,27 @@ class Table:
 
 
 def _read(name: str) -> str:
-    return resources.files(_DATA).joinpath(name).read_text(encoding="utf-8")
+    # Beside this module, not through importlib.resources (whose imports cost more than the
+    # read): the wheel installs the package data as plain files.
+    return (Path(__file__).parent / "data" / name).read_text(encoding="utf-8")
+
+
+@functools.cache
+def load_meta() -> dict[str, Any]:
+    """The table's metadata alone (source, release, licence, world value): a run that only
+    needs the world average reads this small file, not the 200 country rows."""
+    import json
+
+    meta: dict[str, Any] = json.loads(_read("intensity_meta.json"))
+    return meta
 
 
 @functools.cache
 def load_table() -> Table:
     """The shipped table (read once per process; the data never changes at run time)."""
+    import csv
+    import io
+
     rows = tuple(
         CountryIntensity(
             iso3=r["iso3"],
@@ -110,9 +121,9 @@ def load_table() -> Table:
         )
         for r in csv.DictReader(io.StringIO(_read("intensity_countries.csv")))
     )
-    return Table(rows=rows, meta=json.loads(_read("intensity_meta.json")))
+    return Table(rows=rows, meta=load_meta())
 
 
 def attribution() -> str:
     """The CC BY 4.0 attribution notice of the shipped table."""
-    return str(load_table().meta["attribution"])
+    return str(load_meta()["attribution"])

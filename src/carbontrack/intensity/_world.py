@@ -11,7 +11,7 @@ import threading
 import attrs
 
 from carbontrack.hookspecs import hookimpl
-from carbontrack.intensity._table import load_table
+from carbontrack.intensity._table import load_meta, load_table
 from carbontrack.model import Intensity, Location
 from carbontrack.settings import Settings
 
@@ -54,12 +54,12 @@ def take_failures() -> list[str]:
 
 def world_intensity(note: str) -> Intensity:
     """The world average as an ``Intensity`` marked as a fallback, with ``note`` saying why."""
-    table = load_table()
+    world = load_meta()["world"]
     return Intensity(
-        g_per_kwh=table.world_g_per_kwh,
+        g_per_kwh=float(world["value"]),
         source=WORLD_SOURCE,
         basis="lifecycle",
-        year=table.world_year,
+        year=int(world["year"]),
         zone="World",
         is_fallback=True,
         note=note,

@@ -8,12 +8,25 @@ announced length), ``"timeout"`` (answers after ``hang_s``), ``"null"`` (a missi
 for the next ``times`` requests. Values come from ``intensity(ts)``, a
 function of Unix time, and "now" from ``now()``, so a test can drive them with a fake clock.
 
+Hostile answers, for robustness tests (of carbontrack and of plugins that speak HTTP):
+
+* ``"drip"``: the whole answer, status line included, one byte every ``drip_s`` seconds (a
+  socket timeout never fires: each read gets a byte in time);
+* ``"huge"``: a body of ``huge_bytes`` (1 GiB by default), its length announced;
+  ``"huge-unannounced"``: the same with no ``Content-Length`` (the connection closes at the end);
+* ``"redirect"``: ``302 Found`` to ``redirect_to`` (another server's base URL; the same path and
+  query), so a test can see which headers the target received (its ``requests``);
+* ``"nan"`` / ``"negative"``: every other intensity value in the answer (the 1st, 3rd...)
+  replaced by ``NaN`` (as Python's ``json`` writes it) or by ``-1e9``;
+* ``"deep"``: a JSON body nested 100,000 arrays deep.
+
 Point carbontrack at a fake with ``track(plugin_options=server.plugin_options(), ...)`` (or
 ``server.env()`` as environment variables). Figures from these fakes are simulated.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import math
@@ -71,10 +84,18 @@ class FakeIntensityServer:
         *,
         now: Callable[[], float] = time.time,
         hang_s: float = 2.0,
+        drip_s: float = 0.5,
+        huge_bytes: int = 2**30,
+        redirect_to: str | None = None,
     ) -> None:
         self.intensity = intensity
         self.now = now
         self.hang_s = hang_s
+        self.drip_s = drip_s
+        self.huge_bytes = huge_bytes
+        self.redirect_to = redirect_to
+        #: Bytes of hostile bodies ("huge") the server managed to send before the client left.
+        self.bytes_sent = 0
         self.requests: list[RecordedRequest] = []
         self._failures: list[tuple[str, str | None]] = []
         self._lock = threading.Lock()
@@ -86,7 +107,10 @@ class FakeIntensityServer:
     def fail(self, kind: str, times: int = 1, *, path: str | None = None) -> None:
         """Answer the next ``times`` requests (only those whose path ends with ``path``, when
         given) with the failure ``kind``."""
-        known = ("401", "403", "429", "500", "malformed", "dropped", "timeout", "null")
+        known = (
+            *("401", "403", "429", "500", "malformed", "dropped", "timeout", "null"),
+            *("drip", "huge", "huge-unannounced", "redirect", "nan", "negative", "deep"),
+        )
         if kind not in known:
             raise ValueError(f"fail({kind!r}): expected one of {', '.join(known)}")
         with self._lock:
@@ -168,6 +192,23 @@ class FakeIntensityServer:
                     break
         if failure == "timeout":
             time.sleep(self.hang_s)
+        if failure in ("huge", "huge-unannounced"):
+            self._send_huge(handler, announce=failure == "huge")
+            return
+        if failure == "redirect":
+            if self.redirect_to is None:
+                raise RuntimeError("fail('redirect') needs redirect_to, another server's URL")
+            target = self.redirect_to.rstrip("/") + handler.path
+            self._send_raw(
+                handler,
+                f"HTTP/1.1 302 Found\r\nLocation: {target}\r\nContent-Length: 0\r\n"
+                "Connection: close\r\n\r\n".encode(),
+            )
+            return
+        if failure == "deep":
+            data = b"[" * 100_000 + b"]" * 100_000
+            self._send_raw(handler, self._head(200, len(data)) + data)
+            return
         try:
             if failure in ("401", "403", "429", "500"):
                 status = int(failure)
@@ -177,9 +218,14 @@ class FakeIntensityServer:
         except Exception as exc:  # a bug in a fake must show in the test, not hang it
             answer = (500, {"error": f"fake server error: {type(exc).__name__}: {exc}"})
         status, body = answer
+        if failure in ("nan", "negative") and status == 200:
+            body = _poison(body, math.nan if failure == "nan" else -1e9)
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         if failure == "malformed":
             status, data = 200, data[: max(1, len(data) // 2)]
+        if failure == "drip":
+            self._drip(handler, self._head(status, len(data)) + data)
+            return
         try:
             handler.send_response(status)
             handler.send_header("Content-Type", "application/json")
@@ -197,6 +243,79 @@ class FakeIntensityServer:
     ) -> Answer:
         """The ``(status, JSON body)`` for a request; each fake implements its API here."""
         raise NotImplementedError
+
+    # -- hostile answers -----------------------------------------------------------------------
+
+    @staticmethod
+    def _head(status: int, length: int | None) -> bytes:
+        lines = [f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}"]
+        lines.append("Content-Type: application/json")
+        if length is not None:
+            lines.append(f"Content-Length: {length}")
+        lines.append("Connection: close")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+    def _send_raw(self, handler: BaseHTTPRequestHandler, data: bytes) -> None:
+        handler.close_connection = True
+        with contextlib.suppress(OSError):  # the client gave up
+            handler.wfile.write(data)
+
+    def _drip(self, handler: BaseHTTPRequestHandler, data: bytes) -> None:
+        handler.close_connection = True
+        for i in range(len(data)):
+            if self._server is None:
+                return  # stopped
+            try:
+                handler.wfile.write(data[i : i + 1])
+                handler.wfile.flush()
+            except OSError:
+                return  # the client gave up: what carbontrack should do
+            time.sleep(self.drip_s)
+
+    def _send_huge(self, handler: BaseHTTPRequestHandler, *, announce: bool) -> None:
+        handler.close_connection = True
+        total = self.huge_bytes
+        head = b'{"data": "'
+        tail = b'"}'
+        try:
+            handler.wfile.write(self._head(200, total if announce else None) + head)
+            left = total - len(head) - len(tail)
+            chunk = b"a" * min(2**20, max(left, 0))
+            while left > 0 and self._server is not None:
+                piece = chunk[:left]
+                handler.wfile.write(piece)
+                left -= len(piece)
+                with self._lock:
+                    self.bytes_sent += len(piece)
+            handler.wfile.write(tail)
+        except OSError:
+            pass  # the client stopped reading: what carbontrack should do
+
+
+#: Keys whose numbers are carbon intensities in the fakes' answers (all three APIs).
+_INTENSITY_KEYS = frozenset({"carbonIntensity", "actual", "forecast", "CO2Emission"})
+
+
+def _poison(body: Any, bad: float) -> Any:
+    """``body`` with every other intensity number (the 1st, the 3rd...) replaced by ``bad``."""
+    seen = 0
+
+    def walk(value: Any) -> Any:
+        nonlocal seen
+        if isinstance(value, dict):
+            out = {}
+            for k, v in value.items():
+                if k in _INTENSITY_KEYS and isinstance(v, int | float) and not isinstance(v, bool):
+                    seen += 1
+                    out[k] = bad if seen % 2 == 1 else v
+                else:
+                    out[k] = walk(v)
+            return out
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        return value
+
+    return walk(body)
 
 
 # -- Electricity Maps ------------------------------------------------------------------------

@@ -6,16 +6,18 @@ The fake streams plist samples like the real tool and can fail in the ways the r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import attrs
 
-__all__ = ["MODES", "FakePowermetrics", "install_fake_powermetrics"]
+__all__ = ["MODES", "FakePowermetrics", "fake_macos", "install_fake_powermetrics"]
 
 #: What the fake does after ``fault_after`` good samples: keep streaming (``normal``), write one
 #: truncated document and go on (``truncate``), write half a document and die
@@ -24,7 +26,7 @@ __all__ = ["MODES", "FakePowermetrics", "install_fake_powermetrics"]
 MODES = ("normal", "truncate", "stop-mid-document", "garbage", "exit", "hang")
 
 Mode = Literal["normal", "truncate", "stop-mid-document", "garbage", "exit", "hang"]
-SudoMode = Literal["allow", "refuse", "missing"]
+SudoMode = Literal["root", "allow", "refuse", "missing"]
 
 # The fakes are standalone scripts (no carbontrack import) so that they start in milliseconds.
 _POWERMETRICS = r"""
@@ -96,13 +98,33 @@ def sample(elapsed_ns):
     return plistlib.dumps(doc), truth
 
 
+written = [False]
+
+
 def emit(data, split):
+    # Framed as macOS frames it: a NUL right *before* every sample after the first, none after
+    # (cubestat cubestat/platforms/macos.py: "powermetrics injects 0x00 right before the
+    # measurement event"; asitop asitop/utils.py enqueue_powermetrics splits at lines that
+    # start with \x00). A reader that waits for the NUL is one sample late.
+    if written[0]:
+        data = b"\x00" + data
+    written[0] = True
     if split:  # a reader must wait for the rest of a document, not call it garbled
         half = len(data) // 2
         out.write(data[:half]); out.flush()
         time.sleep(min(interval_s / 4, 0.01))
         data = data[half:]
     out.write(data); out.flush()
+
+
+if os.environ.get("FAKE_SUDO_ROOT") == "1" and cfg["sudo"] == "root":
+    # Root-owned under a real sudo: the user's signals fail with EPERM. Simulated: TERM, INT
+    # and HUP are logged and have no effect (SIGKILL cannot be caught: a test sees it as the
+    # missing exit record of sudo).
+    def refused(signum, frame):
+        log({"prog": "powermetrics", "pid": os.getpid(), "signal": signum})
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(s, refused)
 
 
 last = time.monotonic()
@@ -123,19 +145,19 @@ while count == 0 or n < count:
         while True:
             time.sleep(3600)
     if mode == "stop-mid-document":
-        out.write(body[: len(body) // 2]); out.flush()
+        emit(body[: len(body) // 2], False)
         sys.exit(1)
     if mode == "truncate" and n == cfg["fault_after"]:
-        out.write(body[: len(body) // 2] + b"\x00"); out.flush()
+        emit(body[: len(body) // 2], False)  # the NUL before the next sample ends it
         log({"prog": "powermetrics", "bad": "truncated"})
     if mode == "garbage" and n == cfg["fault_after"]:
-        out.write(b"\x89 not a plist \xff\xfe<<<\x00"); out.flush()
+        emit(b"\x89 not a plist \xff\xfe<<<", False)
         # Well-formed plist of the wrong shape: garbled as far as a sample goes.
-        out.write(plistlib.dumps(["not", "a", "sample"]) + b"\x00"); out.flush()
+        emit(plistlib.dumps(["not", "a", "sample"]), False)
         log({"prog": "powermetrics", "bad": "garbage"})
     # Logged first: a reader can never have a sample that the log lacks.
     log({"prog": "powermetrics", "sample": n, "elapsed_ns": elapsed_ns, "joules": truth})
-    emit(body + b"\x00", cfg["split_writes"])
+    emit(body, cfg["split_writes"])
     n += 1
 """
 
@@ -158,13 +180,26 @@ env = dict(os.environ, FAKE_SUDO_ROOT="1")
 child = subprocess.Popen(args[1:], env=env)
 
 
-def relay(signum, frame):  # like sudo(8): pass the signal on to the command
+def log(record):
+    with open(cfg["log"], "a") as f:
+        f.write(json.dumps(dict(record, prog="sudo", pid=os.getpid())) + "\n")
+
+
+def relay(signum, frame):  # a sudo the user may signal passes the signal on to the command
+    log({"signal": signum})
     child.send_signal(signum)
 
 
+def refused(signum, frame):
+    # Real sudo becomes full root "so user cannot kill us" (sudo src/sudo.c): a non-root
+    # caller's kill() fails with EPERM. Simulated: the signal is logged and has no effect.
+    log({"signal": signum})
+
+
 for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-    signal.signal(s, relay)
+    signal.signal(s, refused if cfg["sudo"] == "root" else relay)
 rc = child.wait()
+log({"exit": rc})  # missing when sudo was killed (SIGKILL cannot be caught)
 sys.exit(rc if rc >= 0 else 128 - rc)
 """
 
@@ -260,8 +295,10 @@ def _config_changes(changes: dict[str, Any]) -> dict[str, Any]:
     out = dict(changes)
     if "mode" in out and out["mode"] not in MODES:
         raise ValueError(f"mode={out['mode']!r} is not valid: expected one of {', '.join(MODES)}")
-    if "sudo" in out and out["sudo"] not in ("allow", "refuse", "missing"):
-        raise ValueError(f"sudo={out['sudo']!r} is not valid: expected allow, refuse or missing")
+    if "sudo" in out and out["sudo"] not in ("root", "allow", "refuse", "missing"):
+        raise ValueError(
+            f"sudo={out['sudo']!r} is not valid: expected root, allow, refuse or missing"
+        )
     watts = {k: out.pop(f"{k}_w") for k in ("cpu", "gpu", "ane") if f"{k}_w" in out}
     if watts:
         out["watts"] = watts
@@ -282,7 +319,7 @@ def install_fake_powermetrics(
     power_fields: bool = True,
     omit: tuple[str, ...] = (),
     split_writes: bool = False,
-    sudo: SudoMode = "allow",
+    sudo: SudoMode = "root",
     require_root: bool = True,
     hw_model: str = "Mac14,2",
 ) -> FakePowermetrics:
@@ -292,8 +329,12 @@ def install_fake_powermetrics(
     ``elapsed_ns`` (the real time since the previous one) and, in ``processor``, ``*_energy``
     (integer mJ) and/or ``*_power`` (mW) for the samplers asked for, at ``cpu_w``/``gpu_w``/
     ``ane_w`` watts; kinds in ``omit`` are left out. It refuses to run unless started by the
-    fake ``sudo`` or as root (``require_root``). ``sudo="refuse"`` makes ``sudo -n`` fail like
-    a password prompt would. ``split_writes`` writes every document in two parts. Figures from
+    fake ``sudo`` or as root (``require_root``). Samples are framed as on macOS: a NUL before
+    each one after the first. ``sudo="root"`` (the default, as real sudo) makes sudo and the
+    powermetrics under it ignore the caller's TERM, INT and HUP (logged as ``signal`` records),
+    as EPERM would; ``sudo="allow"`` is a sudo the caller may signal, which relays them;
+    ``sudo="refuse"`` makes ``sudo -n`` fail like a password prompt would. ``split_writes``
+    writes every document in two parts. Figures from
     this fake are simulated: never report them as a measurement.
     """
     bin_dir = Path(directory)
@@ -309,7 +350,7 @@ def install_fake_powermetrics(
         "power_fields": power_fields,
         "fault_after": fault_after,
         "mode": "normal",
-        "sudo": "allow",
+        "sudo": "root",
         **_config_changes(
             {"mode": mode, "sudo": sudo, "cpu_w": cpu_w, "gpu_w": gpu_w, "ane_w": ane_w}
         ),
@@ -332,3 +373,36 @@ def install_fake_powermetrics(
 def _write_script(path: Path, text: str) -> None:
     path.write_text(text)
     path.chmod(0o755)
+
+
+@contextlib.contextmanager
+def fake_macos(
+    *, machine: str = "arm64", sysctls: Mapping[str, int | str] | None = None
+) -> Iterator[None]:
+    """Make the powermetrics backend see macOS on ``machine`` with these sysctl values.
+
+    The seam is the backend's view of ``platform`` and of ``sysctlbyname(3)``: integers come
+    back as 4 little-endian bytes and strings NUL-terminated, as the real call returns them;
+    a name not in ``sysctls`` is missing (ENOENT), as ``sysctl.proc_translated`` is on Intel
+    Macs. Under Rosetta an x86_64 Python sees ``machine="x86_64"`` and
+    ``sysctl.proc_translated=1`` (Apple, "About the Rosetta translation environment").
+    """
+    from carbontrack.backends import powermetrics as pm
+
+    values = dict(sysctls or {})
+
+    def sysctlbyname(name: str) -> bytes | None:
+        value = values.get(name)
+        if value is None:
+            return None
+        if isinstance(value, int):
+            return value.to_bytes(4, "little")
+        return value.encode() + b"\x00"
+
+    saved = pm._platform_id, pm._sysctlbyname
+    pm._platform_id = lambda: ("Darwin", machine)
+    pm._sysctlbyname = sysctlbyname
+    try:
+        yield
+    finally:
+        pm._platform_id, pm._sysctlbyname = saved

@@ -8,7 +8,6 @@ append to the same files: the header is created atomically and each row is one `
 from __future__ import annotations
 
 import contextlib
-import csv
 import io
 import logging
 import os
@@ -171,6 +170,8 @@ def _cell(value: Cell) -> str:
 
 def _encode(cells: Sequence[str]) -> bytes:
     buf = io.StringIO()
+    import csv  # only when a CSV file is written
+
     csv.writer(buf).writerow(cells)  # excel dialect: RFC 4180 quoting, CRLF line ends
     return buf.getvalue().encode("utf-8")
 

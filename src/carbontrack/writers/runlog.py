@@ -10,19 +10,32 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import socket
 import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from carbontrack._redact import redact_argv
 from carbontrack._version import __version__
 from carbontrack.hookspecs import hookimpl
 from carbontrack.model import SCHEMA_VERSION, EpochRecord, Prediction, Report, RunInfo, _unstructure
 from carbontrack.paths import run_log_path
 from carbontrack.settings import Settings
+
+
+def _hostname() -> str:
+    import socket  # only where os.uname is missing (Windows): socket costs ms at start
+
+    return socket.gethostname()
+
+
+def _platform() -> str:
+    # platform imports in milliseconds what the header needs once; load it only here.
+    import platform
+
+    return platform.platform()
+
 
 __all__ = ["RunLogWriter", "iter_run_log", "read_run_log"]
 
@@ -56,10 +69,11 @@ class RunLogWriter:
             "schema": SCHEMA_VERSION,
             "carbontrack_version": __version__,
             "run": _unstructure(run),
-            "host": socket.gethostname(),
-            "platform": platform.platform(),
+            "host": os.uname().nodename if hasattr(os, "uname") else _hostname(),
+            "platform": _platform(),
             "python": sys.version.split()[0],
-            "argv": sys.argv,
+            # Secrets passed on the command line (``--hf-token=...``) never reach the file.
+            "argv": redact_argv(sys.argv),
             "cwd": os.getcwd(),
             "options": {
                 "epochs": settings.epochs,

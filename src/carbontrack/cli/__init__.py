@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import logging
 import os
 import signal
@@ -33,13 +32,6 @@ examples:
 `carbontrack COMMAND --help` shows each command's options and more examples.
 """
 
-EPILOG_PLUGINS = """\
-examples:
-  carbontrack plugins
-  carbontrack plugins --json
-  CARBONTRACK_DISABLE_PLUGINS=nvml carbontrack plugins    # nvml shows as blocked
-"""
-
 EPILOG_REPORT = """\
 examples:
   carbontrack report                          # the runs in carbontrack's log directory
@@ -59,13 +51,13 @@ examples:
 _MODULE_COMMANDS = (
     (
         "report",
-        "carbontrack._report_cmd",
+        "carbontrack.cli._report",
         "summarise run logs: energy, CO2eq, predictions",
         EPILOG_REPORT,
     ),
     (
         "intensity",
-        "carbontrack._intensity_cmd",
+        "carbontrack.cli._intensity",
         "the carbon intensity a run would use now: value, source, basis, forecast",
         EPILOG_INTENSITY,
     ),
@@ -106,7 +98,7 @@ def _sub(
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``carbontrack``."""
-    from carbontrack import _devices_cmd, _run_cmd
+    from carbontrack.cli import _devices, _plugins, _run
 
     parser = argparse.ArgumentParser(
         prog="carbontrack",
@@ -121,31 +113,31 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "run",
         help="run a command and measure the machine while it runs",
-        epilog=_run_cmd.EPILOG,
+        epilog=_run.EPILOG,
         common=common,
     )
     run.usage = "carbontrack run [options] -- CMD [ARGS...]"
-    _run_cmd.configure_parser(run)
+    _run.configure_parser(run)
 
     devices = _sub(
         sub,
         "devices",
         help="list what can be measured here, the power read now, and how to fix the rest",
-        epilog=_devices_cmd.EPILOG,
+        epilog=_devices.EPILOG,
         common=common,
     )
-    _devices_cmd.configure_parser(devices)
-    devices.set_defaults(handler=_devices_cmd.run)
+    _devices.configure_parser(devices)
+    devices.set_defaults(handler=_devices.run)
 
     plugins = _sub(
         sub,
         "plugins",
         help="list installed plugins with their distributions, versions and hooks",
-        epilog=EPILOG_PLUGINS,
+        epilog=_plugins.EPILOG,
         common=common,
     )
-    plugins.add_argument("--json", action="store_true", help="print JSON instead of text")
-    plugins.set_defaults(handler=_plugins)
+    _plugins.configure_parser(plugins)
+    plugins.set_defaults(handler=_plugins.run)
 
     for name, module_name, help_text, epilog in _MODULE_COMMANDS:
         module = importlib.import_module(module_name)
@@ -186,54 +178,12 @@ def configure_logging(verbosity: int, stream: Any = None) -> None:
     root.setLevel(level)
 
 
-# -- plugins -----------------------------------------------------------------------------------
-
-
-def _plugins(args: argparse.Namespace) -> int:
-    from carbontrack._plugins import list_plugins, make_plugin_manager
-    from carbontrack.errors import PluginLoadError
-
-    try:
-        infos = list_plugins(make_plugin_manager())
-    except PluginLoadError as exc:
-        print(f"carbontrack: {exc}", file=sys.stderr)
-        return 1
-    if args.json:
-        rows = [
-            {
-                "name": i.name,
-                "distribution": i.distribution,
-                "version": i.version,
-                "hooks": list(i.hooks),
-                "builtin": i.builtin,
-                "blocked": i.blocked,
-            }
-            for i in infos
-        ]
-        print(json.dumps({"plugins": rows}, indent=2))
-        return 0
-    for i in infos:
-        if i.blocked:
-            print(f"{i.name}: blocked by CARBONTRACK_DISABLE_PLUGINS")
-            continue
-        if i.builtin:
-            origin = f"built-in (carbontrack {__version__})"
-        elif i.distribution is not None:
-            origin = f"{i.distribution} {i.version}"
-        else:
-            origin = "registered by the caller"
-        hooks = ", ".join(h.removeprefix("carbontrack_") for h in i.hooks) or "no hooks"
-        print(f"{i.name}: {origin}")
-        print(f"  hooks: {hooks}")
-    return 0
-
-
 # -- entry point -------------------------------------------------------------------------------
 
 
 def _prepare_argv(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
     """Take the command of ``run`` off at the first ``--``, before argparse sees it."""
-    from carbontrack._run_cmd import split_command
+    from carbontrack.cli._run import split_command
 
     argv = list(argv)
     if argv and argv[0] == "run":
@@ -274,12 +224,12 @@ def _main(argv: Sequence[str] | None) -> int:
     args.verbosity = 0 if args.quiet else 1 + args.verbose
     configure_logging(args.verbosity)
     if args.command == "run":
-        from carbontrack import _run_cmd
+        from carbontrack.cli import _run
 
         if child is not None:
             # A command named before the `--` owns that `--` too: `run python -- x`.
             args.cmd = [*args.cmd, "--", *child] if args.cmd else child
         run_parser: argparse.ArgumentParser = args.command_parser
-        return _run_cmd.run(args, run_parser)
+        return _run.run(args, run_parser)
     handler: _Handler = args.handler
     return handler(args)

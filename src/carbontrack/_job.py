@@ -1,0 +1,375 @@
+"""Which job this process belongs to: rank, node and job id, from the launcher's environment.
+
+``detect_job()`` reads what torchrun, Slurm's srun and the MPI launchers set; explicit options
+win. Nothing here imports torch or talks to another process.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Mapping
+
+import attrs
+
+from carbontrack.errors import InvalidOption
+
+__all__ = [
+    "LAUNCHERS",
+    "NODE_NAME_ENV",
+    "JobInfo",
+    "detect_job",
+    "expand_hostlist",
+    "node_name",
+]
+
+#: Overrides the node's name (the hostname by default). For containers whose hostname is the
+#: container's id rather than the machine's, and the test seam that lets one machine play two
+#: nodes (each "node" also gets its own ``$CARBONTRACK_POWERCAP_ROOT``).
+NODE_NAME_ENV = "CARBONTRACK_NODE_NAME"
+
+#: Launchers recognised, in the order they are tried: a launcher started inside another's
+#: allocation (torchrun or mpirun under Slurm) sets its own, more specific variables, which win.
+LAUNCHERS = ("torchrun", "openmpi", "pmix", "mpich", "slurm")
+
+
+@attrs.frozen(kw_only=True)
+class JobInfo:
+    """This process's place in a multi-process job.
+
+    ``rank`` is the global rank (0 .. ``world_size`` - 1); ``local_rank`` the rank among the
+    job's processes on this node (``None`` when the launcher does not say); ``node`` the node's
+    name (hostname, or ``$CARBONTRACK_NODE_NAME``); ``node_rank`` the node's index when the
+    launcher gives one (torchrun's ``GROUP_RANK``, Slurm's ``SLURM_NODEID``); ``nodes`` the
+    job's node names when the launcher lists them (Slurm). ``source`` names the launcher
+    (``torchrun``, ``slurm``, ``openmpi``, ``mpich``, ``pmix``) or ``options``.
+    """
+
+    job_id: str
+    rank: int
+    world_size: int
+    local_rank: int | None = None
+    local_world_size: int | None = None
+    node: str = ""
+    node_rank: int | None = None
+    nodes: tuple[str, ...] = ()
+    source: str = "options"
+
+    @property
+    def is_rank_zero(self) -> bool:
+        """True on the job's global rank 0: the process that writes the job's report."""
+        return self.rank == 0
+
+    @property
+    def is_node_leader(self) -> bool:
+        """True on the process that reads this node's node-wide hardware (local rank 0)."""
+        return self.local_rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        """True for a job of more than one process."""
+        return self.world_size > 1
+
+
+def node_name(env: Mapping[str, str] | None = None) -> str:
+    """This node's name: ``$CARBONTRACK_NODE_NAME`` if set, else the hostname."""
+    env = os.environ if env is None else env
+    return env.get(NODE_NAME_ENV, "").strip() or socket.gethostname()
+
+
+def _int(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return None
+    try:
+        return int(raw.strip())
+    except ValueError:
+        raise InvalidOption(
+            f"${name}={raw!r} is not valid: expected an integer (set by the launcher). Unset it, "
+            "or pass distributed=False (or rank= and world_size=) to track()"
+        ) from None
+
+
+def _first_int(env: Mapping[str, str], *names: str) -> int | None:
+    for name in names:
+        value = _int(env, name)
+        if value is not None:
+            return value
+    return None
+
+
+# Each reader returns (source, job id, rank, world size, local rank, local world size,
+# node rank, node names) or None when its launcher's variables are absent.
+_Found = tuple[str, str, int, int, int | None, int | None, int | None, tuple[str, ...]]
+
+
+def _torchrun(env: Mapping[str, str]) -> _Found | None:
+    # torchrun sets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, GROUP_RANK (the node's
+    # index), TORCHELASTIC_RUN_ID and TORCHELASTIC_RESTART_COUNT in every worker
+    # (https://docs.pytorch.org/docs/stable/elastic/run.html, "Environment Variables"; Lightning's
+    # TorchElasticEnvironment detects it by RANK, GROUP_RANK, LOCAL_RANK, LOCAL_WORLD_SIZE).
+    # torch.distributed's env:// init (and launchers that mimic it) sets RANK and WORLD_SIZE.
+    rank = _int(env, "RANK")
+    world = _int(env, "WORLD_SIZE")
+    if rank is None or world is None:
+        return None
+    run_id = env.get("TORCHELASTIC_RUN_ID", "").strip()
+    restart = env.get("TORCHELASTIC_RESTART_COUNT", "").strip()
+    if run_id and run_id != "none":
+        # A restarted job is a new set of processes: its ledger must not mix with the last one.
+        job_id = f"torchrun-{run_id}" + (f"-r{restart}" if restart and restart != "0" else "")
+    else:
+        master = env.get("MASTER_ADDR", "").strip()
+        port = env.get("MASTER_PORT", "").strip()
+        job_id = f"torch-{master}-{port}" if master and port else ""
+    return (
+        "torchrun",
+        job_id,
+        rank,
+        world,
+        _int(env, "LOCAL_RANK"),
+        _int(env, "LOCAL_WORLD_SIZE"),
+        _first_int(env, "GROUP_RANK", "NODE_RANK"),
+        (),
+    )
+
+
+def _openmpi(env: Mapping[str, str]) -> _Found | None:
+    # Open MPI defines OMPI_COMM_WORLD_{RANK,SIZE,LOCAL_RANK,LOCAL_SIZE} in every process
+    # (https://docs.open-mpi.org/en/v5.0.x/tuning-apps/environment-var.html). Its
+    # OMPI_COMM_WORLD_NODE_RANK counts across all jobs on the node, so it is not used.
+    rank = _int(env, "OMPI_COMM_WORLD_RANK")
+    world = _int(env, "OMPI_COMM_WORLD_SIZE")
+    if rank is None or world is None:
+        return None
+    job = env.get("OMPI_MCA_orte_ess_jobid", "").strip() or env.get("PMIX_NAMESPACE", "").strip()
+    return (
+        "openmpi",
+        f"ompi-{job}" if job else "",
+        rank,
+        world,
+        _int(env, "OMPI_COMM_WORLD_LOCAL_RANK"),
+        _int(env, "OMPI_COMM_WORLD_LOCAL_SIZE"),
+        None,
+        (),
+    )
+
+
+def _pmix(env: Mapping[str, str]) -> _Found | None:
+    # PMIx launchers (prterun, srun --mpi=pmix) export PMIX_RANK and PMIX_NAMESPACE (the job's
+    # namespace, https://openpmix.github.io/support/faq/rm-provided-information); the size is
+    # not in the environment, so PMI_SIZE or Slurm's task count supplies it when present.
+    rank = _int(env, "PMIX_RANK")
+    if rank is None:
+        return None
+    world = _first_int(env, "PMI_SIZE", "SLURM_STEP_NUM_TASKS", "SLURM_NTASKS")
+    if world is None:
+        return None
+    namespace = env.get("PMIX_NAMESPACE", "").strip()
+    return (
+        "pmix",
+        f"pmix-{namespace}" if namespace else "",
+        rank,
+        world,
+        _first_int(env, "MPI_LOCALRANKID", "SLURM_LOCALID"),
+        _first_int(env, "MPI_LOCALNRANKS"),
+        None,
+        (),
+    )
+
+
+def _mpich(env: Mapping[str, str]) -> _Found | None:
+    # MPICH's and Intel MPI's Hydra (mpiexec.hydra) set PMI_RANK and PMI_SIZE, and the local
+    # rank as MPI_LOCALRANKID with MPI_LOCALNRANKS (https://rmeli.github.io/TIL/hpc/mpi; the
+    # local variables as read by ProPainter's core/dist.py on Hugging Face).
+    rank = _int(env, "PMI_RANK")
+    world = _int(env, "PMI_SIZE")
+    if rank is None or world is None:
+        return None
+    return (
+        "mpich",
+        "",
+        rank,
+        world,
+        _int(env, "MPI_LOCALRANKID"),
+        _int(env, "MPI_LOCALNRANKS"),
+        None,
+        (),
+    )
+
+
+def _slurm(env: Mapping[str, str]) -> _Found | None:
+    # srun sets, in each task, SLURM_JOB_ID, SLURM_STEP_ID, SLURM_PROCID (global rank),
+    # SLURM_LOCALID (rank on the node), SLURM_NODEID (the node's index in the step),
+    # SLURM_STEP_NUM_TASKS / SLURM_NTASKS and SLURM_STEP_NODELIST (srun(1), "OUTPUT
+    # ENVIRONMENT VARIABLES", https://slurm.schedmd.com/srun.html; a real task's environment in
+    # https://gist.github.com/jerinphilip/212b3814264c3b8da512afc2cfda4bcb). A batch script
+    # itself is one process and has no step id: it is not treated as a multi-process job.
+    step = env.get("SLURM_STEP_ID", env.get("SLURM_STEPID", "")).strip()
+    job = env.get("SLURM_JOB_ID", env.get("SLURM_JOBID", "")).strip()
+    rank = _int(env, "SLURM_PROCID")
+    if not step or not job or rank is None:
+        return None
+    world = _first_int(env, "SLURM_STEP_NUM_TASKS", "SLURM_NTASKS", "SLURM_NPROCS")
+    if world is None:
+        return None
+    nodelist = env.get("SLURM_STEP_NODELIST", env.get("SLURM_JOB_NODELIST", "")).strip()
+    try:
+        nodes = expand_hostlist(nodelist) if nodelist else ()
+    except ValueError:
+        nodes = ()  # an unusual list only costs the names of unseen nodes
+    return (
+        "slurm",
+        f"slurm-{job}.{step}",
+        rank,
+        world,
+        _int(env, "SLURM_LOCALID"),
+        None,
+        _int(env, "SLURM_NODEID"),
+        nodes,
+    )
+
+
+_READERS = {
+    "torchrun": _torchrun,
+    "openmpi": _openmpi,
+    "pmix": _pmix,
+    "mpich": _mpich,
+    "slurm": _slurm,
+}
+
+
+def _check(job: JobInfo, origin: str) -> None:
+    def bad(what: str, value: object, expected: str) -> InvalidOption:
+        return InvalidOption(
+            f"{what}={value!r} ({origin}) is not valid: expected {expected}. Fix the launcher's "
+            "variables or the options, or pass distributed=False to measure this process alone"
+        )
+
+    if job.world_size < 1:
+        raise bad("world_size", job.world_size, "an integer >= 1")
+    if not 0 <= job.rank < job.world_size:
+        raise bad("rank", job.rank, f"0 <= rank < world_size={job.world_size}")
+    if job.local_rank is not None and not 0 <= job.local_rank < job.world_size:
+        raise bad("local_rank", job.local_rank, f"0 <= local_rank < world_size={job.world_size}")
+    if job.local_rank is not None and job.local_rank > job.rank:
+        raise bad("local_rank", job.local_rank, f"at most rank={job.rank}")
+    if job.local_world_size is not None and not 1 <= job.local_world_size <= job.world_size:
+        raise bad("local_world_size", job.local_world_size, f"1 .. world_size={job.world_size}")
+
+
+def detect_job(
+    env: Mapping[str, str] | None = None,
+    *,
+    distributed: bool | None = None,
+    job_id: str | None = None,
+    rank: int | None = None,
+    local_rank: int | None = None,
+    world_size: int | None = None,
+    node: str | None = None,
+) -> JobInfo | None:
+    """This process's job, or ``None`` for a single process outside any launcher.
+
+    Reads torchrun/torch.distributed, Open MPI, PMIx, MPICH/Intel MPI and Slurm (srun)
+    variables from ``env`` (default ``os.environ``); the keyword arguments (``track()``'s options
+    of the same names) win over them. ``distributed=False`` always returns ``None``;
+    ``distributed=True`` raises ``InvalidOption`` when no job can be found. A job of one process
+    is returned too (``world_size == 1``): callers treat it like a single process.
+
+    Raises ``InvalidOption`` for contradictions (``rank=5`` with ``world_size=2``), naming the
+    value, where it came from and the fix.
+    """
+    if distributed is False:
+        return None
+    env = os.environ if env is None else env
+    found: _Found | None = None
+    for reader in _READERS.values():
+        found = reader(env)
+        if found is not None:
+            break
+    explicit = {
+        k: v
+        for k, v in (("rank", rank), ("world_size", world_size), ("local_rank", local_rank))
+        if v is not None
+    }
+    if found is None and not explicit and job_id is None:
+        if distributed:
+            raise InvalidOption(
+                "distributed=True but no launcher was found (no torchrun, Slurm srun or MPI "
+                "variables): pass rank= and world_size= (and job_id=), or start the script "
+                "with its launcher"
+            )
+        return None
+    if found is None:
+        if rank is None or world_size is None:
+            raise InvalidOption(
+                f"{', '.join(f'{k}={v!r}' for k, v in explicit.items()) or f'job_id={job_id!r}'}"
+                " without a launcher: pass both rank= and world_size= (and job_id= shared by "
+                "every process of the job)"
+            )
+        found = ("options", "", rank, world_size, local_rank, None, None, ())
+    source, env_job, env_rank, env_world, env_local, local_world, node_rank, nodes = found
+    info = JobInfo(
+        job_id=job_id if job_id is not None else env_job,
+        rank=rank if rank is not None else env_rank,
+        world_size=world_size if world_size is not None else env_world,
+        local_rank=local_rank if local_rank is not None else env_local,
+        local_world_size=local_world,
+        node=node if node else node_name(env),
+        node_rank=node_rank,
+        nodes=nodes,
+        source=source if not explicit else f"{source}+options" if source != "options" else source,
+    )
+    if not info.job_id:
+        # MPI launchers outside a scheduler may give no id; inside Slurm, the step is the job.
+        slurm = _slurm(env)
+        if slurm is not None:
+            info = attrs.evolve(info, job_id=slurm[1], nodes=info.nodes or slurm[7])
+    origin = "from options" if explicit else f"from the {source} environment"
+    _check(info, origin)
+    return info
+
+
+_RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
+
+
+def expand_hostlist(text: str) -> tuple[str, ...]:
+    """Expand a Slurm host list such as ``gpu[01-03,07],login1`` into node names.
+
+    Raises ``ValueError`` for a malformed list.
+    """
+    names: list[str] = []
+    i = 0
+    while i < len(text):
+        # One item: text up to a comma outside brackets.
+        depth = 0
+        j = i
+        while j < len(text) and (text[j] != "," or depth):
+            depth += {"[": 1, "]": -1}.get(text[j], 0)
+            if depth < 0:
+                raise ValueError(f"unbalanced ']' in host list {text!r}")
+            j += 1
+        if depth:
+            raise ValueError(f"unbalanced '[' in host list {text!r}")
+        names.extend(_expand_item(text[i:j], text))
+        i = j + 1
+    return tuple(n for n in names if n)
+
+
+def _expand_item(item: str, whole: str) -> list[str]:
+    start = item.find("[")
+    if start < 0:
+        return [item]
+    end = item.index("]", start)
+    prefix, body, rest = item[:start], item[start + 1 : end], item[end + 1 :]
+    out: list[str] = []
+    for part in body.split(","):
+        m = _RANGE.match(part.strip())
+        if m is None:
+            raise ValueError(f"bad range {part!r} in host list {whole!r}")
+        lo, hi = m.group(1), m.group(2) or m.group(1)
+        width = len(lo)  # "01-03" keeps its zero padding
+        for n in range(int(lo), int(hi) + 1):
+            out.extend(f"{prefix}{n:0{width}d}{tail}" for tail in _expand_item(rest, whole))
+    return out
