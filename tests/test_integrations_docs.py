@@ -13,7 +13,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PAGES = {"keras": "keras_train.py"}
+PAGES = {
+    "keras": "keras_train.py",
+    "lightning": "lightning_train.py",
+    "transformers": "transformers_train.py",
+}
 _REAL = re.compile(r"<!-- real: (\S+) -->\n```\w*\n(.*?)\n```", re.DOTALL)
 
 

@@ -43,9 +43,9 @@ CO2EQ_G = "carbontrack/co2eq_g"
 #: Mean device power over the epoch just ended (over the time since the last figures when
 #: training is driven by steps), in watts.
 POWER_W = "carbontrack/power_w"
-#: The latest prediction of the whole run's CO2eq, in grams (once there is one).
+#: The prediction of the whole run's CO2eq, in grams, made after this epoch.
 PREDICTED_CO2EQ_G = "carbontrack/predicted_co2eq_g"
-#: The latest prediction of the whole run's device energy, in kWh (once there is one).
+#: The prediction of the whole run's device energy, in kWh, made after this epoch.
 PREDICTED_ENERGY_KWH = "carbontrack/predicted_energy_kwh"
 METRICS = (ENERGY_KWH, CO2EQ_G, POWER_W, PREDICTED_CO2EQ_G, PREDICTED_ENERGY_KWH)
 
@@ -187,11 +187,14 @@ class TrainingRun:
         tracker.epoch_start()
         self._epoch_open = True
 
-    def epoch_end(self) -> dict[str, float]:
+    def epoch_end(self, *, repeat_prediction: bool = False) -> dict[str, float]:
         """The training epoch ends: record it, predict when due, return the figures to log.
 
-        The figures are empty on processes that do not log. ``BudgetExceeded`` comes through
-        when the user asked for it (``on_budget="raise"``).
+        The predicted figures come with the epochs after which carbontrack predicts; with
+        ``repeat_prediction``, the latest prediction comes with every later epoch too (for logs
+        that keep one list per name, such as Keras's ``History``). The figures are empty on
+        processes that do not log. ``BudgetExceeded`` comes through when the user asked for it
+        (``on_budget="raise"``).
         """
         tracker = self.tracker
         if tracker is None or not tracker.running or not self._epoch_open:
@@ -200,9 +203,11 @@ class TrainingRun:
         record = tracker.epoch_end()
         if not self.place.logs:
             return {}
-        return self._epoch_figures(tracker, record)
+        return self._epoch_figures(tracker, record, repeat_prediction)
 
-    def _epoch_figures(self, tracker: Tracker, record: EpochRecord) -> dict[str, float]:
+    def _epoch_figures(
+        self, tracker: Tracker, record: EpochRecord, repeat_prediction: bool
+    ) -> dict[str, float]:
         # Read from the tracker's state as epoch_end() left it: a second hardware read at every
         # epoch boundary (snapshot()) would cost more than the callbacks may add (1 ms).
         with tracker._lock:
@@ -212,7 +217,7 @@ class TrainingRun:
         figures = {ENERGY_KWH: energy_j / J_PER_KWH, CO2EQ_G: co2_g}
         if record.duration_s > 0:
             figures[POWER_W] = record.energy_j / record.duration_s
-        if prediction is not None:
+        if prediction is not None and (repeat_prediction or prediction.after_epoch == record.index):
             figures[PREDICTED_CO2EQ_G] = prediction.co2eq_g
             figures[PREDICTED_ENERGY_KWH] = prediction.energy_j / J_PER_KWH
         return figures

@@ -43,7 +43,8 @@ class CarbonTrackCallback(CallbackMixin, keras.callbacks.Callback):  # type: ign
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         """Record the epoch and add carbontrack's figures to the epoch's logs."""
-        figures = self._carbontrack.epoch_end()
+        # History keeps one list per name: the latest prediction repeats so that they align.
+        figures = self._carbontrack.epoch_end(repeat_prediction=True)
         if logs is not None:
             logs.update(figures)
 
