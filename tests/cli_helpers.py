@@ -62,3 +62,64 @@ def carbontrack(*args: str, env: dict[str, str], **kwargs: Any) -> subprocess.Co
 def py(code: str) -> list[str]:
     """A child command: this Python running ``code``."""
     return [sys.executable, "-c", textwrap.dedent(code)]
+
+
+def run_in_terminal(
+    args: list[str],
+    env: dict[str, str],
+    *,
+    columns: int = 80,
+    rows: int = 12,
+    term: str = "xterm",
+    timeout: float = TIMEOUT,
+) -> tuple[int, bytes]:
+    """Run ``carbontrack ARGS`` with stdout and stderr on one pseudo-terminal of the given size
+    (as in an interactive shell); return the exit code and every byte the terminal received."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+    import time
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    proc = subprocess.Popen(
+        [*CARBONTRACK, *args],
+        env={**env, "TERM": term},
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+    )
+    os.close(slave)
+    out = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if select.select([master], [], [], 0.1)[0]:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: every writer of the terminal is gone
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            elif proc.poll() is not None:
+                break
+    finally:
+        os.close(master)
+    return proc.wait(timeout=timeout), out
+
+
+def screen_lines(output: bytes, *, columns: int = 80, rows: int = 12) -> list[str]:
+    """What a VT100 terminal of that size shows after ``output``: the scrollback, then the
+    screen, one string per row (trailing blanks removed)."""
+    import pyte
+
+    screen = pyte.HistoryScreen(columns, rows, history=10_000)
+    stream = pyte.ByteStream(screen)
+    stream.feed(output)
+    history = [
+        "".join(line[x].data for x in range(columns)).rstrip() for line in screen.history.top
+    ]
+    return history + [line.rstrip() for line in screen.display]

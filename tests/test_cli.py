@@ -6,13 +6,16 @@ point, exactly like a pip-installed plugin), serving one CPU counter at 25 W.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pty
 import select
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,16 @@ from typing import Any
 import pytest
 
 from carbontrack import Report, __version__
-from cli_helpers import CARBONTRACK, TIMEOUT, WATTS, carbontrack, cli_env, py
+from cli_helpers import (
+    CARBONTRACK,
+    TIMEOUT,
+    WATTS,
+    carbontrack,
+    cli_env,
+    py,
+    run_in_terminal,
+    screen_lines,
+)
 
 
 @pytest.fixture
@@ -315,13 +327,15 @@ def test_signal_is_forwarded_once_and_the_child_decides(
     assert final_report_in_log(run_logs(env)[0])["final"] is True
 
 
-def test_child_killed_by_forwarded_sigterm_exits_143_with_report(env: dict[str, str]) -> None:
+def test_child_killed_by_forwarded_sigterm_exits_143_with_report(
+    env: dict[str, str], tmp_path: Path
+) -> None:
     child = py('import time; print("ready", flush=True); time.sleep(20)')
-    proc = start_and_wait_ready(["run", "--json", "-", "--", *child], env)
+    proc = start_and_wait_ready(["run", "--json", str(tmp_path / "r.json"), "--", *child], env)
     proc.send_signal(signal.SIGTERM)
-    out, _err = proc.communicate(timeout=TIMEOUT)
+    proc.communicate(timeout=TIMEOUT)
     assert proc.returncode == 128 + signal.SIGTERM
-    assert json.loads(out)["final"] is True
+    assert json.loads((tmp_path / "r.json").read_text())["final"] is True
     assert final_report_in_log(run_logs(env)[0])["duration_s"] > 0
 
 
@@ -492,7 +506,13 @@ def read_all(fd: int, proc: subprocess.Popen[bytes]) -> bytes:
 
 def run_with_terminal_stderr(args: list[str], env: dict[str, str]) -> tuple[int, bytes, bytes]:
     master, slave = pty.openpty()
-    proc = subprocess.Popen([*CARBONTRACK, *args], env=env, stdout=subprocess.PIPE, stderr=slave)
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    proc = subprocess.Popen(
+        [*CARBONTRACK, *args],
+        env={**env, "TERM": "xterm"},
+        stdout=subprocess.PIPE,
+        stderr=slave,
+    )
     os.close(slave)
     try:
         err = read_all(master, proc)
@@ -509,7 +529,8 @@ def test_status_line_on_a_terminal(env: dict[str, str]) -> None:
     assert code == 0
     assert out == b""
     text = err.decode()
-    frames = [f.removesuffix("\x1b[K") for f in text.split("\r") if f.startswith("carbontrack: ")]
+    # Each refresh draws on the bottom row (24) and puts the cursor back.
+    frames = [f.partition("\x1b[K")[0] for f in text.split("\x1b[24;1H")[1:]]
     frames = [f for f in frames if " | " in f]
     assert len(frames) >= 2, text
     elapsed, power, energy, co2 = frames[-1].split(" | ")
@@ -518,8 +539,8 @@ def test_status_line_on_a_terminal(env: dict[str, str]) -> None:
     assert float(power.removesuffix(" W")) == pytest.approx(WATTS, rel=0.05)
     assert energy.endswith(" Wh")
     assert co2.endswith(" gCO2eq")
-    # The line is erased before the summary, which starts on a clean line.
-    assert "\r\x1b[Kcarbontrack: " in text
+    # The row is given back and erased before the summary.
+    assert "\x1b7\x1b[r\x1b[24;1H\x1b[2K\x1b8carbontrack: " in text
 
 
 LATE_FAILURE = """
@@ -532,17 +553,16 @@ plugin = FakeHardware([FakeDevice("package-0", watts=25.0)], name="fakecpu",
 def test_a_warning_goes_above_the_status_line(tmp_path: Path) -> None:
     env = cli_env(tmp_path, plugin_source=LATE_FAILURE)
     # Reads every 0.2 s: the plugin starts failing after about 2 s, when the line is up.
-    code, _out, err = run_with_terminal_stderr(
-        ["run", "--interval", "0.2", "--", "sleep", "3"], env
-    )
+    code, out = run_in_terminal(["run", "--interval", "0.2", "--", "sleep", "3"], env, rows=12)
     assert code == 0
-    text = err.decode()
+    text = out.decode()
     warning = "carbontrack: plugin 'fakecpu' failed in carbontrack_read_energy"
     assert warning in text
-    before = text[: text.index(warning)]
-    assert " | " in before  # the status line was up
-    assert before.endswith("\r\x1b[K")  # and was erased for the warning
-    assert " | " in text[text.index(warning) :]  # then drawn again below it
+    assert "\x1b[12;1Hcarbontrack: " in text[: text.index(warning)]  # the status line was up
+    assert "\x1b[12;1Hcarbontrack: " in text[text.index(warning) :]  # and stayed up below it
+    lines = screen_lines(out, rows=12)
+    assert [line for line in lines if line.startswith(warning)], lines  # on a row of its own
+    assert not [line for line in lines if " W | " in line]
 
 
 @pytest.mark.parametrize("option", ["-q", "--no-status"])

@@ -95,13 +95,13 @@ def report(energy_j: float, duration_s: float, method: Method = "counter") -> Re
 def test_status_line_power_is_the_energy_between_refreshes() -> None:
     snapshots = iter([report(100.0, 1.0), report(400.0, 2.0)])
     stream = io.StringIO()
-    line = StatusLine(lambda: next(snapshots), stream, width=lambda: 200)
+    line = StatusLine(lambda: next(snapshots), stream, size=lambda: (200, 24))
     line.update()
     line.update()
-    first, second = stream.getvalue().split("\r")[1:]
+    first, second = stream.getvalue().split("\x1b[24;1H")[1:]
     assert first.startswith("carbontrack: 1.0 s | 100.0 W | ")
     assert second.startswith("carbontrack: 2.0 s | 300.0 W | ")
-    assert second.endswith("\x1b[K")
+    assert second.endswith("\x1b[K\x1b8")
 
 
 def test_status_line_says_when_the_figures_are_estimates() -> None:
@@ -111,5 +111,23 @@ def test_status_line_says_when_the_figures_are_estimates() -> None:
 
 def test_status_line_fits_the_terminal() -> None:
     stream = io.StringIO()
-    StatusLine(lambda: report(1.0, 1.0), stream, width=lambda: 30).update()
-    assert len(stream.getvalue()) == len("\r") + 29 + len("\x1b[K")
+    StatusLine(lambda: report(1.0, 1.0), stream, size=lambda: (30, 24)).update()
+    drawn = stream.getvalue().split("\x1b[24;1H")[1]
+    assert len(drawn) == 29 + len("\x1b[K\x1b8")
+
+
+@pytest.mark.parametrize("size", [(0, 0), (80, 2), (10, 24)])
+def test_status_line_is_not_drawn_on_a_tiny_or_unknown_terminal(size: tuple[int, int]) -> None:
+    stream = io.StringIO()
+    StatusLine(lambda: report(1.0, 1.0), stream, size=lambda: size).update()
+    assert stream.getvalue() == ""
+
+
+def test_status_line_gives_the_row_back_when_the_terminal_shrinks() -> None:
+    sizes = iter([(80, 24), (80, 2)])
+    stream = io.StringIO()
+    line = StatusLine(lambda: report(1.0, 1.0), stream, size=lambda: next(sizes))
+    line.update()
+    assert "\x1b[1;23r" in stream.getvalue()
+    line.update()
+    assert stream.getvalue().endswith("\x1b7\x1b[r\x1b[24;1H\x1b[2K\x1b8")

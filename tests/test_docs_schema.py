@@ -22,6 +22,10 @@ from carbontrack.model import (
     Location,
     PluginFailure,
     Prediction,
+    JobInfo,
+    JobReport,
+    NodeEnergy,
+    RankEnergy,
     Report,
     RunInfo,
     Unavailable,
@@ -45,6 +49,10 @@ DOCUMENTED: tuple[type, ...] = (
     Unavailable,
     RunInfo,
     Device,
+    JobReport,
+    RankEnergy,
+    NodeEnergy,
+    JobInfo,
 )
 
 _ROW = re.compile(r"^\| `([^`]+)` \|", re.MULTILINE)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from collections.abc import Mapping
 
 import attrs
@@ -74,6 +73,8 @@ class JobInfo:
 
 def node_name(env: Mapping[str, str] | None = None) -> str:
     """This node's name: ``$CARBONTRACK_NODE_NAME`` if set, else the hostname."""
+    import socket  # here: a single process never needs it (see tests/test_lean.py)
+
     env = os.environ if env is None else env
     return env.get(NODE_NAME_ENV, "").strip() or socket.gethostname()
 

@@ -19,7 +19,11 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ParamSpec, TypeVar, overload
 
+import attrs
+
 from carbontrack import predict as _predict
+from carbontrack._job import JobInfo
+from carbontrack._ledger import Ledger, default_store
 from carbontrack._safe import safe
 from carbontrack._sampler import Sampler
 from carbontrack._version import __version__
@@ -32,8 +36,10 @@ from carbontrack.model import (
     DeviceEnergy,
     EpochRecord,
     Intensity,
+    JobReport,
     Location,
     Prediction,
+    RankEnergy,
     Report,
     RunInfo,
     Unavailable,
@@ -91,6 +97,15 @@ class Tracker:
         # 48 random bits, as uuid4().hex[:12] gave, without importing uuid at every start.
         self.run_id = os.urandom(6).hex()
         self._pid = os.getpid()
+        # A job of many processes (torchrun, srun, mpirun): see _job.py, _ledger.py and
+        # docs/clusters.md. All None/empty for a single process, which runs as before.
+        self._job: JobInfo | None = None
+        self._leader = True
+        self._leader_lock: Any = None
+        self._ledger: Ledger | None = None
+        self._dropped_by_plugin: dict[str, list[Device]] = {}
+        self._pending_job_epochs: list[EpochRecord] = []
+        self._job_epochs: list[EpochRecord] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -112,16 +127,33 @@ class Tracker:
 
             # An unknown location code is the user's mistake: raise it before any work starts.
             check_location(self.settings)
+            # So is a contradictory job (rank=5 of world_size=2, a garbled launcher variable).
+            self._job = _resolve_job(self.settings)
 
             # Loud on purpose: a broken plugin import must fail before training starts.
             pm = make_plugin_manager(autoload=self._autoload, extra_plugins=self._plugins)
             self._host = PluginHost(pm)
             self._discover()
+            if self._job is not None:
+                self._take_job_role()
             self._location = self._host.first("carbontrack_locate", settings=self.settings) or (
                 Location(country=None, source="unknown")
             )
             self._started_wall = self._wall_clock()
             self._intensity = self._intensity_for(self._started_wall, self._started_wall)
+            if self._job is not None:
+                from carbontrack._ledger import Ledger
+                from carbontrack.paths import log_dir
+
+                self._ledger = Ledger(
+                    self._job,
+                    run_id=self.run_id,
+                    started_at=self._started_wall,
+                    log_dir=log_dir(self.settings),
+                    wait_s=self.settings.job_wait_s,
+                    store_finder=self._store_finder,
+                    clock=self._clock,
+                )
             self._sampler = Sampler(
                 self._host,
                 self._devices_by_plugin,
@@ -139,8 +171,12 @@ class Tracker:
                 pid=self.settings.tracked_pid,
                 epochs=self.settings.epochs,
                 components=tuple(sorted(self.settings.components)),
+                job=self._job,
+                job_sequence=self._ledger.sequence if self._ledger is not None else 0,
             )
             self._host.broadcast("carbontrack_run_started", run=self._run, settings=self.settings)
+            if self._ledger is not None:
+                self._ledger.announce()
             self._started = self._sampler.read()
             self._last_checkpoint = self._started
             self._sampler.start()
@@ -194,7 +230,7 @@ class Tracker:
                 del devices[plugin]
         self._devices_by_plugin = devices
         self._unavailable = tuple(unavailable)
-        if not devices:
+        if not devices and (self._job is None or _node_leader_hint(self._job)):
             self._warn(
                 "no device could be measured or estimated here, so the energy is 0 and the "
                 "report says nothing about this machine's use; run `carbontrack devices` to see why"
@@ -243,12 +279,15 @@ class Tracker:
             ended = safe(self._sampler.read, "final reading")
             self._ended = ended if ended is not None else self._clock()
             for plugin, devs in self._devices_by_plugin.items():
-                self._host.call_one(plugin, "carbontrack_close_devices", devices=devs)
+                dropped = self._dropped_by_plugin.get(plugin, [])
+                self._host.call_one(plugin, "carbontrack_close_devices", devices=devs + dropped)
             end_wall = self._started_wall + (self._ended - self._started)
             intensity = safe(lambda: self._intensity_for(self._started_wall, end_wall), "intensity")
             if intensity is not None:
                 self._intensity = intensity
             self._report = self._build_report(final=True, now=self._ended)
+            if self._ledger is not None:
+                self._report = safe(self._finish_job, "the job's ledger") or self._report
             self._state = _STOPPED
             _running_trackers.discard(self)
             self._host.broadcast(
@@ -354,7 +393,10 @@ class Tracker:
         )
         self._epochs.append(record)
         self._epoch_open = None
-        prediction = safe(self._maybe_predict, "prediction")
+        if self._ledger is not None and not safe(lambda: self._job_epoch_ended(record), "job"):
+            prediction = None  # the job's epoch is not complete yet: predict when it is
+        else:
+            prediction = safe(self._maybe_predict, "prediction")
         if prediction is not None:
             self._predictions.append(prediction)
         self._host.broadcast(
@@ -371,24 +413,25 @@ class Tracker:
         # warm-up is measured; then one after each of the next monitor_epochs - 1 epochs (-1:
         # after every epoch), never after the last planned epoch (the actual figure follows).
         s = self.settings
-        done = len(self._epochs)
+        epochs = self._job_epochs if self._predicts_for_job else self._epochs
+        done = len(epochs)
         if s.epochs is None or s.epochs_before_pred == 0 or done >= s.epochs:
             return None
         first = max(s.epochs_before_pred, s.warmup_epochs + 1)
         if done < first or (s.monitor_epochs != -1 and done >= first + s.monitor_epochs):
             return None
-        last = self._epochs[-1]
+        last = epochs[-1]
         now_wall = last.started_at + last.duration_s
         predict = functools.partial(
             _predict.predict,
-            tuple(self._epochs),
+            tuple(epochs),
             total_epochs=s.epochs,
             pue=s.pue,
             warmup_epochs=s.warmup_epochs,
             now_ts=now_wall,
         )
         rest_s = predict(g_per_kwh=self._intensity.g_per_kwh).duration_s - sum(
-            e.duration_s for e in self._epochs
+            e.duration_s for e in epochs
         )
         # The provider is asked about the predicted window (it may have a forecast for it);
         # the measured epochs keep the intensity they were recorded with.
@@ -518,20 +561,7 @@ class Tracker:
             )
             for t in totals
         )
-        unavailable_components = {component_of(u.kind) for u in self._unavailable}
-        components = []
-        for comp in sorted({component_of(d.kind) for d in devices}):
-            members = [d for d in devices if component_of(d.kind) == comp]
-            used = {d.method for d in members}
-            components.append(
-                ComponentEnergy(
-                    component=comp,
-                    energy_j=sum(d.energy_j for d in members),
-                    methods=tuple(m for m in METHODS if m in used),
-                    devices=len(members),
-                    partial=any(d.dropped for d in members) or comp in unavailable_components,
-                )
-            )
+        components = _components(devices, self._unavailable)
         energy = sum(d.energy_j for d in devices)
         pue = self.settings.pue
         warnings = list(self._warnings)
@@ -540,6 +570,7 @@ class Tracker:
         for d in devices:
             if d.dropped:
                 warnings.append(f"{d.name} ({d.backend}): {d.dropped}")
+        co2 = self._weighted_co2_g(energy, now)
         return Report(
             run_id=self.run_id,
             started_at=self._started_wall,
@@ -547,11 +578,11 @@ class Tracker:
             energy_j=energy,
             pue=pue,
             facility_energy_j=energy * pue,
-            co2eq_g=self._weighted_co2_g(energy, now),
+            co2eq_g=co2,
             intensity=self._intensity,
             location=self._location,
             devices=devices,
-            components=tuple(components),
+            components=components,
             epochs=tuple(self._epochs),
             epochs_planned=self.settings.epochs,
             predictions=tuple(self._predictions),
@@ -561,6 +592,178 @@ class Tracker:
             partial=any(d.dropped for d in devices) or bool(self._unavailable),
             final=final,
             carbontrack_version=__version__,
+            job=self._rank_job_report(
+                final=final, devices=devices, energy_j=energy, co2eq_g=co2, now=now
+            )
+            if self._job is not None
+            else None,
+        )
+
+    # -- jobs of many processes ------------------------------------------------------------
+
+    # Where the job's store comes from; the benchmark of simulated ranks replaces it.
+    _store_finder: Callable[[], Any] = staticmethod(default_store)
+
+    @property
+    def _predicts_for_job(self) -> bool:
+        # Rank 0 of a job predicts the job's footprint, from the job's epochs.
+        return self._ledger is not None and self._job is not None and self._job.is_rank_zero
+
+    def _take_job_role(self) -> None:
+        """Keep only the devices this process reads in the job (one reader per device).
+
+        The node leader reads the node-wide hardware (CPU packages, DRAM, psys, models, hwmon,
+        plugins' node devices); GPUs are read by the rank that owns them: the one it sees when
+        it sees one (per-task GPU binding), else the one at its local rank (torchrun's
+        cuda:LOCAL_RANK); the leader also reads GPUs no local rank owns.
+        """
+        job = self._job
+        assert job is not None
+        if job.local_rank is not None:
+            self._leader = job.local_rank == 0
+        else:
+            from carbontrack._ledger import elect_node_leader
+
+            self._leader, self._leader_lock = elect_node_leader(job)
+        gpus = [d for devs in self._devices_by_plugin.values() for d in devs if _is_gpu(d)]
+        owned: list[Device] = []
+        if len(gpus) == 1:
+            owned = gpus  # bound to this task, or shared: the ledger counts a shared one once
+        elif job.local_rank is not None and job.local_rank < len(gpus):
+            owned = [gpus[job.local_rank]]
+        if self._leader:
+            per_node = job.local_world_size
+            if job.local_rank is None:
+                owned = gpus
+            elif per_node is not None and per_node < len(gpus):
+                owned += gpus[per_node:]
+        owned_ids = {id(d) for d in owned}
+        kept: dict[str, list[Device]] = {}
+        for plugin, devs in self._devices_by_plugin.items():
+            for d in devs:
+                mine = id(d) in owned_ids if _is_gpu(d) else self._leader
+                if mine:
+                    kept.setdefault(plugin, []).append(d)
+                else:
+                    self._dropped_by_plugin.setdefault(plugin, []).append(d)
+        for plugin, dropped in list(self._dropped_by_plugin.items()):
+            if plugin not in kept:
+                # Nothing of this plugin is read here: release it now (a powermetrics child,
+                # an NVML session), not at the end of the run.
+                self._host.call_one(plugin, "carbontrack_close_devices", devices=dropped)
+                del self._dropped_by_plugin[plugin]
+        self._devices_by_plugin = kept
+        if not self._leader:
+            # What cannot be read here is the leader's to report.
+            self._unavailable = tuple(u for u in self._unavailable if component_of(u.kind) == "gpu")
+            self._warnings = [w for w in self._warnings if not w.startswith("no device could")]
+
+    def _measured_by(self) -> str:
+        job = self._job
+        assert job is not None
+        if self._leader:
+            return ""
+        return (
+            f"node-wide hardware on {job.node} (CPU, memory, other node devices) is measured by "
+            "this job's node leader there (local rank 0); this report has only the GPUs this "
+            "process owns"
+        )
+
+    def _rank_job_report(
+        self,
+        *,
+        final: bool,
+        devices: tuple[DeviceEnergy, ...],
+        energy_j: float,
+        co2eq_g: float,
+        now: float,
+    ) -> JobReport:
+        job = self._job
+        assert job is not None
+        entry = RankEnergy(
+            rank=job.rank,
+            node=job.node,
+            local_rank=job.local_rank,
+            pid=os.getpid(),
+            leader=self._leader,
+            started_at=self._started_wall,
+            duration_s=now - self._started,
+            energy_j=energy_j,
+            co2eq_g=co2eq_g,
+            pue=self.settings.pue,
+            g_per_kwh=self._intensity.g_per_kwh,
+            location=self._location,
+            devices=devices,
+            epochs=tuple(self._epochs),
+            final=final,
+        )
+        return JobReport(
+            job_id=job.job_id,
+            rank=job.rank,
+            world_size=job.world_size,
+            node=job.node,
+            local_rank=job.local_rank,
+            source=job.source,
+            scope="rank",
+            measured_by=self._measured_by(),
+            ranks=(entry,),
+        )
+
+    def _job_epoch_ended(self, record: EpochRecord) -> bool:
+        """Send the epoch; on rank 0, complete the job's epochs. True when one completed."""
+        ledger = self._ledger
+        assert ledger is not None
+        ledger.publish_epoch(record)
+        if not self._predicts_for_job:
+            return True
+        self._pending_job_epochs.append(record)
+        # The others' epochs arrive in the background; this boundary uses what is in.
+        ledger.poll_epochs()
+        completed = False
+        while self._pending_job_epochs:
+            merged = ledger.job_epoch(self._pending_job_epochs[0])
+            if merged is None:
+                break
+            self._job_epochs.append(merged)
+            self._pending_job_epochs.pop(0)
+            completed = True
+        return completed
+
+    def _finish_job(self) -> Report:
+        """Publish this rank's figures; on rank 0, wait (bounded) and write the job's report."""
+        ledger, job, own = self._ledger, self._job, self._report
+        assert ledger is not None
+        assert job is not None
+        assert own is not None
+        assert own.job is not None
+        entry = own.job.ranks[0]
+        try:
+            if not job.is_rank_zero:
+                ledger.publish_final(entry)
+                return own
+            entries, notes, transport = ledger.collect(entry)
+        finally:
+            ledger.close()
+            if self._leader_lock is not None:
+                self._leader_lock.close()
+        from carbontrack._ledger import merge_job
+
+        ledger_report, devices, epochs, facility_j, co2 = merge_job(
+            job, entries, notes=notes, transport=transport
+        )
+        energy = sum(d.energy_j for d in devices)
+        return attrs.evolve(
+            own,
+            energy_j=energy,
+            facility_energy_j=facility_j,
+            co2eq_g=co2,
+            devices=devices,
+            components=_components(devices, own.unavailable),
+            epochs=epochs if own.epochs else own.epochs,
+            predictions=tuple(self._predictions),
+            warnings=(*own.warnings, *ledger_report.missing),
+            partial=own.partial or ledger_report.partial,
+            job=ledger_report,
         )
 
     def _on_tick(self, now: float) -> None:
@@ -584,6 +787,64 @@ class Tracker:
             self._warnings.append(message)
             # The console summary prints every report warning; logging it louder would say it twice.
             logger.info("carbontrack: %s", message)
+
+
+def _components(
+    devices: Sequence[DeviceEnergy], unavailable: Sequence[Unavailable]
+) -> tuple[ComponentEnergy, ...]:
+    """Per-component sums of ``devices``; partial where a device dropped or hardware of that
+    component could not be read."""
+    unavailable_components = {component_of(u.kind) for u in unavailable}
+    components = []
+    for comp in sorted({component_of(d.kind) for d in devices}):
+        members = [d for d in devices if component_of(d.kind) == comp]
+        used = {d.method for d in members}
+        components.append(
+            ComponentEnergy(
+                component=comp,
+                energy_j=sum(d.energy_j for d in members),
+                methods=tuple(m for m in METHODS if m in used),
+                devices=len(members),
+                partial=any(d.dropped for d in members) or comp in unavailable_components,
+            )
+        )
+    return tuple(components)
+
+
+def _is_gpu(device: Device) -> bool:
+    return component_of(device.kind) == "gpu"
+
+
+def _node_leader_hint(job: JobInfo) -> bool:
+    # Before the role is taken (during discovery): whether this process may lead its node.
+    return job.local_rank is None or job.local_rank == 0
+
+
+def _resolve_job(settings: Settings) -> JobInfo | None:
+    """The job of this run, from the options and the launcher; ``None`` for one process.
+
+    Raises ``InvalidOption`` for contradictions and for a job without an id.
+    """
+    from carbontrack._job import detect_job
+    from carbontrack.errors import InvalidOption
+
+    job = detect_job(
+        distributed=settings.distributed,
+        job_id=settings.job_id,
+        rank=settings.rank,
+        local_rank=settings.local_rank,
+        world_size=settings.world_size,
+        node=settings.node_name,
+    )
+    if job is None or not job.distributed:
+        return None
+    if not job.job_id:
+        raise InvalidOption(
+            f"rank {job.rank} of {job.world_size} ({job.source}) has no job id shared by every "
+            "process: pass job_id= (the same string in every process, such as the scheduler's "
+            "job id), or distributed=False to measure each process alone"
+        )
+    return job
 
 
 _running_trackers: weakref.WeakSet[Tracker] = weakref.WeakSet()

@@ -14,6 +14,8 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import attrs
 
+from carbontrack._job import JobInfo
+
 __all__ = [
     "METHODS",
     "SCHEMA_VERSION",
@@ -23,9 +25,13 @@ __all__ = [
     "EpochRecord",
     "Intensity",
     "IntensityPoint",
+    "JobInfo",
+    "JobReport",
     "Location",
+    "NodeEnergy",
     "PluginFailure",
     "Prediction",
+    "RankEnergy",
     "Reading",
     "Report",
     "RunInfo",
@@ -258,6 +264,80 @@ class RunInfo:
     pid: int
     epochs: int | None
     components: tuple[str, ...]
+    job: JobInfo | None = None
+    job_sequence: int = 0
+
+
+@attrs.frozen
+class RankEnergy:
+    """One process's own figures in a job's ledger (what it measured itself).
+
+    ``leader`` is true for the process that read its node's node-wide hardware; ``final`` is
+    false when the figures come from a checkpoint (the process was killed, or had not stopped
+    when rank 0 wrote the job's report).
+    """
+
+    rank: int
+    node: str
+    local_rank: int | None = None
+    pid: int = 0
+    leader: bool = False
+    started_at: float = 0.0
+    duration_s: float = 0.0
+    energy_j: float = 0.0
+    co2eq_g: float = 0.0
+    pue: float = 1.0
+    g_per_kwh: float = 0.0
+    location: Location | None = None
+    devices: tuple[DeviceEnergy, ...] = ()
+    epochs: tuple[EpochRecord, ...] = ()
+    final: bool = True
+
+
+@attrs.frozen
+class NodeEnergy:
+    """One node's share of a job: the energy its processes measured, and where it ran.
+
+    ``leader_rank`` is the rank that read the node-wide hardware, ``None`` when no such
+    figures arrived (then the node's CPU, DRAM and other node-wide energy is missing).
+    """
+
+    node: str
+    energy_j: float
+    co2eq_g: float
+    ranks: tuple[int, ...]
+    leader_rank: int | None
+    devices: tuple[str, ...] = ()
+    g_per_kwh: float = 0.0
+    location: Location | None = None
+
+
+@attrs.frozen
+class JobReport:
+    """A run's place in a multi-process job, and on rank 0 the job's ledger.
+
+    ``scope`` is ``"job"`` on rank 0 (the report's totals cover every node: ``nodes`` breaks
+    them down, ``ranks`` lists what each process measured) and ``"rank"`` on the other ranks
+    (their totals are their own: the GPUs they own, plus the node-wide hardware on a node
+    leader). ``measured_by`` says, on a process that read no node-wide hardware, which process
+    did. ``missing`` names, in words, what the job's figures lack (``partial``).
+    """
+
+    job_id: str
+    rank: int
+    world_size: int
+    node: str
+    local_rank: int | None = None
+    source: str = ""
+    scope: Literal["job", "rank"] = "rank"
+    measured_by: str = ""
+    ranks: tuple[RankEnergy, ...] = ()
+    nodes: tuple[NodeEnergy, ...] = ()
+    missing_ranks: tuple[int, ...] = ()
+    missing_nodes: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+    partial: bool = False
+    transport: str = ""
 
 
 @attrs.frozen
@@ -290,6 +370,7 @@ class Report:
     final: bool = True
     carbontrack_version: str = ""
     schema: int = SCHEMA_VERSION
+    job: JobReport | None = None
 
     @property
     def energy_kwh(self) -> float:

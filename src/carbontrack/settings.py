@@ -39,6 +39,11 @@ DEFAULT_INTERVAL_S = 1.0
 #: device (IT) energy, the PUE and the facility energy side by side.
 DEFAULT_PUE = 1.56
 
+#: How long rank 0 waits, when the run stops, for the other ranks' figures before it writes the
+#: job's report marked partial: long enough for ranks that stop together (DDP ranks leave the
+#: training loop within milliseconds of each other), short enough never to hold a job up.
+DEFAULT_JOB_WAIT_S = 2.0
+
 ON_BUDGET = ("warn", "raise")
 _BOOL = "True or False"
 ATTRIBUTIONS = ("machine", "process")
@@ -191,6 +196,23 @@ def _to_pue(value: Any) -> Any:
     return value
 
 
+def _check_job_id(_inst: object, _attr: object, value: Any) -> None:
+    if value is None:
+        return
+    _check_type("job_id", value, str, "a string shared by every process of the job")
+    # The id names files and store keys: path separators or control characters would break both.
+    if not value.strip() or any(c in value for c in "/\\\n\r\t\0"):
+        raise _fail("job_id", value, "a non-empty string without '/', '\\' or control characters")
+
+
+def _check_node_name(_inst: object, _attr: object, value: Any) -> None:
+    if value is None:
+        return
+    _check_type("node_name", value, str, "a string such as the node's hostname")
+    if not value.strip():
+        raise _fail("node_name", value, "a non-empty string such as the node's hostname")
+
+
 def _to_path(value: Any) -> Path | None:
     if value is None:
         return None
@@ -266,6 +288,23 @@ class Settings:
     )
     on_budget: str | Callable[..., Any] = attrs.field(default="warn", validator=_check_on_budget)
     plugin_options: Mapping[str, Any] = attrs.field(factory=dict, validator=_check_plugin_options)
+    # Jobs of many processes (torchrun, srun, mpirun): see carbontrack._job and docs/clusters.md.
+    distributed: bool | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(_of_type("distributed", bool, "True, False or None")),
+    )
+    job_id: str | None = attrs.field(default=None, validator=_check_job_id)
+    rank: int | None = attrs.field(default=None, validator=_int_at_least("rank", 0, optional=True))
+    local_rank: int | None = attrs.field(
+        default=None, validator=_int_at_least("local_rank", 0, optional=True)
+    )
+    world_size: int | None = attrs.field(
+        default=None, validator=_int_at_least("world_size", 1, optional=True)
+    )
+    node_name: str | None = attrs.field(default=None, validator=_check_node_name)
+    job_wait_s: float = attrs.field(
+        default=DEFAULT_JOB_WAIT_S, validator=_number("job_wait_s", minimum=0, strict=False)
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.location is not None and (not isinstance(self.location, str) or not self.location):
@@ -281,6 +320,22 @@ class Settings:
             )
         if self.epochs is not None and self.warmup_epochs >= self.epochs:
             raise _fail("warmup_epochs", self.warmup_epochs, f"fewer than epochs={self.epochs}")
+        if self.rank is not None and self.world_size is not None and self.rank >= self.world_size:
+            raise _fail(
+                "rank",
+                self.rank,
+                f"0 <= rank < world_size={self.world_size}",
+                "Ranks count from 0: the last of world_size processes is world_size - 1",
+            )
+        if self.local_rank is not None and self.rank is not None and self.local_rank > self.rank:
+            raise _fail("local_rank", self.local_rank, f"at most rank={self.rank}")
+        if self.distributed is False and (self.rank is not None or self.world_size is not None):
+            raise _fail(
+                "distributed",
+                False,
+                "True or None when rank= or world_size= is given",
+                "Drop distributed=False, or drop rank=/world_size= to measure this process alone",
+            )
         if self.monitor_epochs == 0:
             raise _fail("monitor_epochs", 0, "-1 (re-predict after every epoch) or an integer >= 1")
 

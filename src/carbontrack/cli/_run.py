@@ -1,6 +1,7 @@
 """``carbontrack run``: run a command as a child process and measure the machine while it runs.
 
-The child keeps the user's stdin, stdout and stderr; SIGINT and SIGTERM reach it; the report is
+The child keeps the user's stdin, stdout and stderr (except with ``--json -``: the report then
+owns stdout and the child's stdout goes to stderr); SIGINT and SIGTERM reach it; the report is
 written however the child ends, and carbontrack exits with the child's exit code.
 """
 
@@ -39,7 +40,8 @@ NOT_EXECUTABLE = 126
 CANNOT_START = 125
 
 EPILOG = """\
-Everything after `--` belongs to the command, options included.
+Everything after `--` belongs to the command, options included. With `--json -` the report is
+the only thing on stdout: the command's own stdout goes to stderr.
 
 examples:
   carbontrack run -- python train.py --epochs 10
@@ -104,7 +106,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         nargs="?",
         const="-",
         metavar="FILE",
-        help="write the final report as JSON to FILE, or to stdout with '-' or no FILE",
+        help="write the final report as JSON to FILE, or to stdout with '-' or no FILE (the "
+        "command's own stdout then goes to stderr, so that stdout holds only the JSON)",
     )
     p.add_argument(
         "--no-status", action="store_true", help="no live status line, even on a terminal"
@@ -160,7 +163,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         options["devices_by_pid"] = True
     if getattr(args, "no_log", False):
         options["write_log"] = False
-    options["verbose"] = args.verbosity
+    # -v and -vv (debug logging) both ask track() for its most detailed summary (verbose=2).
+    options["verbose"] = min(args.verbosity, 2)
     return make_settings(**options)
 
 
@@ -213,8 +217,9 @@ class _Child:
     attribution) before discovery, and measure from the first instruction of the command.
     """
 
-    def __init__(self, cmd: Sequence[str]) -> None:
+    def __init__(self, cmd: Sequence[str], *, stdout_to_stderr: bool = False) -> None:
         self.cmd = list(cmd)
+        self._stdout_to_stderr = stdout_to_stderr
         gate_r, self._gate_w = os.pipe()
         self._err_r, err_w = os.pipe()
         sys.stdout.flush()
@@ -240,6 +245,9 @@ class _Child:
                     signal.signal(getattr(signal, name), signal.SIG_DFL)
             if os.read(gate_r, 1) != b"g":
                 os._exit(CANNOT_START)  # carbontrack went away before the start: do not run
+            if self._stdout_to_stderr:
+                # `--json -`: the report owns stdout; the command still prints, on stderr.
+                os.dup2(2, 1)
             os.execvp(self.cmd[0], self.cmd)
         except OSError as exc:
             code = exc.errno or errno.EIO
@@ -346,12 +354,30 @@ class _Forwarder:
 # -- the live status line ------------------------------------------------------------------------
 
 
+def _terminal_size(stream: TextIO) -> tuple[int, int]:
+    size = os.get_terminal_size(stream.fileno())
+    return size.columns, size.lines
+
+
 class StatusLine:
-    """A one-line live display on a terminal: elapsed time, power now, energy and CO2eq so far.
+    """A live line at the bottom of a terminal: elapsed time, power now, energy and CO2eq so far.
+
+    The command writes to the same terminal, straight from its own file descriptors, so the line
+    cannot be erased before each of its writes. Instead the bottom row is taken out of the
+    terminal's scrolling region (DECSTBM), as apt's progress bar does
+    (apt-pkg/install-progress.cc, ``SetupTerminalScrollArea``): the command's output scrolls
+    above it and never runs into it, and the line never enters the scrollback. Each refresh is
+    one write (save cursor, draw on the bottom row, restore cursor), which the tty layer does not
+    split among other writers' bytes; ``stop()`` gives the row back and erases it.
 
     Refreshed every ``interval_s`` from a named daemon thread that asks ``snapshot()`` for the
     report so far; power is the energy difference between two snapshots over their time.
     """
+
+    #: A smaller terminal (or one that does not know its size, 0x0) gets no line: it would
+    #: take too much of the screen, or say too little.
+    MIN_ROWS = 3
+    MIN_COLUMNS = 20
 
     def __init__(
         self,
@@ -359,18 +385,17 @@ class StatusLine:
         stream: TextIO,
         *,
         interval_s: float = 1.0,
-        width: Callable[[], int] | None = None,
+        size: Callable[[], tuple[int, int]] | None = None,
     ) -> None:
         self._snapshot = snapshot
         self._stream = stream
         self._interval_s = interval_s
-        self._width = width or (lambda: shutil.get_terminal_size((80, 24)).columns)
+        self._size = size or (lambda: _terminal_size(stream))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._previous: Report | None = None
-        self._shown = False
+        self._rows = 0  # the rows of the terminal when the region was set; 0: not set
         self._lock = threading.Lock()
-        self._handlers: list[tuple[logging.StreamHandler[Any], Any]] = []
 
     @staticmethod
     def render(report: Report, power_w: float | None) -> str:
@@ -392,6 +417,19 @@ class StatusLine:
             parts.append("(no device measured)")
         return " | ".join(parts)
 
+    def _write(self, text: str) -> None:
+        # One flush, so one write(2): the terminal gets the whole sequence in one piece.
+        self._stream.write(text)
+        self._stream.flush()
+
+    @staticmethod
+    def _reserve(rows: int) -> str:
+        # Index (ESC D: down a row, scrolling at the bottom, column kept) and back up, so that
+        # the bottom row is empty and the cursor above it; then the region, which homes the
+        # cursor, hence the save and restore around it. The cursor ends where it was (one row
+        # up if it was on the bottom row), inside the region, so no terminal moves it.
+        return f"\x1bD\x1b[1A\x1b7\x1b[1;{rows - 1}r\x1b8"
+
     def update(self) -> None:
         """Take a snapshot and redraw the line (one refresh)."""
         report = self._snapshot()
@@ -402,18 +440,32 @@ class StatusLine:
         if report.duration_s > t0:
             power = (report.energy_j - e0) / (report.duration_s - t0)
         self._previous = report
-        text = self.render(report, power)[: max(self._width() - 1, 10)]
+        columns, rows = self._size()
+        text = self.render(report, power)[: columns - 1]
         with self._lock:
-            self._stream.write("\r" + text + "\x1b[K")
-            self._stream.flush()
-            self._shown = True
+            if self._stop.is_set():
+                return
+            if rows < self.MIN_ROWS or columns < self.MIN_COLUMNS:
+                self._release()  # too small (or unknown, 0x0) now: no line at all
+                return
+            prefix = ""
+            if rows != self._rows:
+                # First refresh, or the terminal was resized: (re)take the bottom row.
+                prefix = self._reserve(rows)
+                self._rows = rows
+            self._write(f"{prefix}\x1b7\x1b[{rows};1H{text}\x1b[K\x1b8")
+
+    def _release(self) -> None:
+        # Full-screen region again; erase the line; the cursor goes back to where the command
+        # left it, so what follows (the summary) comes after its output.
+        if self._rows:
+            with contextlib.suppress(OSError, ValueError):
+                self._write(f"\x1b7\x1b[r\x1b[{self._rows};1H\x1b[2K\x1b8")
+            self._rows = 0
 
     def write_above(self, text: str) -> None:
-        """Write ``text`` (log output) on a clean line; the next refresh redraws the status."""
+        """Write ``text`` (log output) where the command's output goes, above the line."""
         with self._lock:
-            if self._shown:
-                self._stream.write("\r\x1b[K")
-                self._shown = False
             self._stream.write(text)
 
     def _loop(self) -> None:
@@ -425,40 +477,17 @@ class StatusLine:
                 return
 
     def start(self) -> None:
-        """Start refreshing in the background; log records on the same stream go above it."""
-        for handler in logging.getLogger().handlers:
-            if isinstance(handler, logging.StreamHandler) and handler.stream is self._stream:
-                previous = handler.setStream(_Above(self))
-                self._handlers.append((handler, previous))
+        """Start refreshing in the background (the first draw after ``interval_s``)."""
         self._thread = threading.Thread(target=self._loop, name="carbontrack-status", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop refreshing and erase the line, so that the summary starts on a clean line."""
+        """Stop refreshing, give the bottom row back to the terminal and erase the line."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5.0)
-        for handler, previous in self._handlers:
-            handler.setStream(previous)
-        self._handlers.clear()
-        if self._shown:
-            with contextlib.suppress(OSError, ValueError):
-                self._stream.write("\r\x1b[K")
-                self._stream.flush()
-
-
-class _Above:
-    """The stream a log handler writes to while the status line is up: text goes above it."""
-
-    def __init__(self, status: StatusLine) -> None:
-        self._status = status
-
-    def write(self, text: str) -> int:
-        self._status.write_above(text)
-        return len(text)
-
-    def flush(self) -> None:
-        self._status._stream.flush()
+        with self._lock:
+            self._release()
 
 
 # -- the command -------------------------------------------------------------------------------
@@ -517,8 +546,15 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         code, message = problem
         _say(message)
         return code
-    status = settings.verbose >= 1 and not args.no_status and sys.stderr.isatty()
-    returncode, report = measure(cmd, settings, status_line=status)
+    status = (
+        settings.verbose >= 1
+        and not args.no_status
+        and sys.stderr.isatty()
+        and os.environ.get("TERM", "") != "dumb"  # no cursor addressing (Emacs shell)
+    )
+    returncode, report = measure(
+        cmd, settings, status_line=status, stdout_to_stderr=args.json == "-"
+    )
     if args.json is not None and returncode != CANNOT_START:
         if report is None:
             _say("no JSON report: measuring did not run (see the warning above)")
@@ -532,7 +568,11 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def measure(
-    cmd: Sequence[str], settings: Settings, *, status_line: bool = False
+    cmd: Sequence[str],
+    settings: Settings,
+    *,
+    status_line: bool = False,
+    stdout_to_stderr: bool = False,
 ) -> tuple[int, Report | None]:
     """Run ``cmd`` as a child measured with ``settings``; return its exit code and the report.
 
@@ -542,7 +582,7 @@ def measure(
     """
     from carbontrack._tracker import Tracker
 
-    child = _Child(cmd)
+    child = _Child(cmd, stdout_to_stderr=stdout_to_stderr)
     tracker: Tracker | None = None
     status: StatusLine | None = None
     with _Forwarder(child):

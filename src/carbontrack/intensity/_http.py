@@ -12,16 +12,18 @@ import contextlib
 import json
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carbontrack._redact import is_secret_name, redact_data, redact_text
 from carbontrack.errors import InvalidOption
 from carbontrack.settings import Settings
+
+if TYPE_CHECKING:
+    import socket
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -309,6 +311,8 @@ class _Exchange:
 
 
 def _cut(sock: socket.socket) -> None:
+    import socket  # loaded with the request that needs it, not at every start
+
     # socket.socket.shutdown, not SSLSocket.shutdown: the TLS object is in use by the reader;
     # shutting the descriptor down wakes its blocked read with an error.
     with contextlib.suppress(OSError):

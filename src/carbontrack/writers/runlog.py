@@ -61,6 +61,12 @@ class RunLogWriter:
         if not settings.write_log:
             return
         path = run_log_path(settings, run.run_id, run.started_at)
+        if run.job is not None:
+            from carbontrack._ledger import job_file_tag
+
+            # Rank 0 finds the other ranks' logs of this job by name in the shared log dir.
+            tag = job_file_tag(run.job.job_id, run.job_sequence, run.job.rank)
+            path = path.with_name(f"{path.stem}-{tag}{path.suffix}")
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
             self._files[run.run_id] = path.open("a", encoding="utf-8")
