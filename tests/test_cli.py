@@ -463,13 +463,27 @@ def test_measuring_errors_never_change_the_exit_code(tmp_path: Path, source: str
 def test_an_unusable_log_dir_never_changes_the_exit_code(
     env: dict[str, str], tmp_path: Path
 ) -> None:
-    not_a_dir = tmp_path / "file"
-    not_a_dir.write_text("")
-    done = carbontrack("run", "--log-dir", str(not_a_dir), "--json", "--", "false", env=env)
+    # A directory that cannot be made at run time (a path that is a file is refused before the
+    # command: see the next test); /proc takes no new entries, even from root.
+    unusable = "/proc/carbontrack-no-such-dir/logs"
+    done = carbontrack("run", "--log-dir", unusable, "--json", "--", "false", env=env)
     assert done.returncode == 1
     report = check_report_schema(json.loads(done.stdout))
     assert {f.plugin for f in report.failures} == {"runlog"}
     assert "Traceback" not in done.stderr
+
+
+def test_a_log_dir_that_is_a_file_stops_before_the_command(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    marker = tmp_path / "ran"
+    done = carbontrack("run", "--log-dir", str(not_a_dir), "--", "touch", str(marker), env=env)
+    assert done.returncode == 2
+    assert "log_dir" in done.stderr or "--log-dir" in done.stderr
+    assert "existing file" in done.stderr
+    assert not marker.exists()
 
 
 def test_a_plugin_that_cannot_load_stops_before_the_command(tmp_path: Path) -> None:

@@ -226,7 +226,8 @@ def test_counter_reading_is_joules_without_wrap(clock: FakeClock) -> None:
 def test_power_only_gpu_is_sampled_and_integrated(clock: FakeClock) -> None:
     trace = PowerTrace.from_steps([(10.0, 100.0), (10.0, 200.0)])
     fake = FakeNVML(
-        [gpu(A, 0x3B, name="Tesla P100", energy_counter=False, power=trace)], clock=clock
+        [gpu(A, 0x3B, name="Tesla P100", architecture=4, energy_counter=False, power=trace)],
+        clock=clock,
     )
     report = run(fake, clock, [1.0] * 20)
     (dev,) = report.devices
@@ -239,7 +240,9 @@ def test_power_only_gpu_is_sampled_and_integrated(clock: FakeClock) -> None:
         (reading,) = backend.carbontrack_read_energy([device])
         backend.carbontrack_close_devices([device])
     assert reading.watts == pytest.approx(200.0)
-    assert "power sampled" in device.detail
+    assert "power read every interval_s" in device.detail
+    assert "no power sample buffer" in device.detail
+    assert "instantaneous power" in device.detail  # Pascal: not the 1 s average
 
 
 def test_mixed_machine_measures_each_gpu_its_own_way(clock: FakeClock) -> None:
@@ -876,3 +879,180 @@ def test_run_devices_by_pid_option_sets_it_like_track() -> None:
     on.verbosity = off.verbosity = 0
     assert _run_cmd.settings_from_args(on).devices_by_pid is True
     assert _run_cmd.settings_from_args(off).devices_by_pid is False
+
+
+# -- issue 19: old bindings, superchips, power-only GPUs between edges ---------------------------
+
+
+def test_a_binding_without_v2_on_a_driver_without_v3_never_gives_0_j_silently(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # nvidia-ml-py 12.535 (which pyproject once allowed) sends the plain call to _v3; a R470
+    # driver lacks it: NVMLError_FunctionNotFound, and there is no _v2 to fall back to. The old
+    # code read that as "no process on any GPU", so the GPUs never started counting: 0 J.
+    gpus = three_gpus(power=200.0)
+    gpus[0].processes = [os.getpid()]
+    fake = FakeNVML(gpus, clock=clock, binding="12.535", driver_has_v3=False)
+    assert not hasattr(fake, "nvmlDeviceGetComputeRunningProcesses_v2")
+    assert not hasattr(fake, "NVMLLibraryMismatchError")
+    with caplog.at_level(logging.WARNING):
+        report = late_run(fake, clock, steps=4, step_s=1.0, change={})
+    assert {d.id for d in report.devices} == {uuid(A), uuid(B), uuid(C)}
+    for d in report.devices:
+        assert d.energy_j == pytest.approx(200.0 * 4.0)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert f'pip install "nvidia-ml-py>={backend.MIN_BINDING}"' in warning
+    assert "cannot list the processes" in warning
+
+
+def test_a_driver_without_v3_and_v2_says_to_update_the_driver(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gpus = three_gpus()
+    gpus[0].processes = [os.getpid()]
+    fake = FakeNVML(gpus, driver_has_v3=False, driver_has_v2=False)
+    with caplog.at_level(logging.WARNING):
+        found = devices(discover(fake, devices_by_pid=True))
+    assert len(found) == 3  # all visible GPUs, not none
+    assert "update the NVIDIA driver" in caplog.text
+    assert "pip install" not in caplog.text
+
+
+def test_an_old_binding_on_a_driver_with_v3_still_finds_the_processes() -> None:
+    gpus = three_gpus()
+    gpus[2].processes = [os.getpid()]
+    found = discover(FakeNVML(gpus, binding="12.535"), devices_by_pid=True)
+    assert ids(found) == [uuid(C)]
+
+
+def test_the_dependency_floor_has_the_v2_fallback() -> None:
+    text = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    assert f'"nvidia-ml-py>={backend.MIN_BINDING}"' in text
+
+
+def superchip_run(clock: FakeClock, gpus: list[FakeGpu], cpu_w: float = 50.0) -> Report:
+    from carbontrack.testing import FakeDevice, FakeHardware
+
+    # A Grace meter as hwmon reports it: a CPU device measured by power.
+    grace = FakeHardware([FakeDevice("grace", kind="cpu", method="power", watts=cpu_w)])
+    settings = make_settings(interval_s=3600.0, write_log=False, verbose=0)
+    with FakeNVML(gpus, clock=clock).installed():
+        tracker = _tracker.Tracker(settings, plugins=[grace], clock=clock)
+        tracker.start()
+        for _ in range(4):
+            clock.advance(1.0)
+            tracker.snapshot()
+        return tracker.stop()
+
+
+def test_a_superchip_module_is_measured_once_and_cpu_devices_are_left_out(
+    clock: FakeClock,
+) -> None:
+    # GH200: NVML's counter covers GPU, HBM, Grace CPU and LPDDR (Zeus PR #172); adding the
+    # Grace meter (or the CPU estimate) on top counts the CPU twice.
+    report = superchip_run(clock, [gpu(A, 0x3B, name="NVIDIA GH200 480GB", power=600.0, c2c=True)])
+    (module,) = report.devices
+    assert module.kind == "module"
+    assert module.name.endswith("module")
+    assert "Grace CPU" in module.detail
+    assert module.energy_j == pytest.approx(600.0 * 4.0)
+    assert report.energy_j == pytest.approx(600.0 * 4.0)
+
+
+def test_without_c2c_the_gpu_and_the_cpu_are_both_measured(clock: FakeClock) -> None:
+    report = superchip_run(clock, [gpu(A, 0x3B, power=300.0, c2c=False)])
+    assert sorted(d.kind for d in report.devices) == ["cpu", "gpu"]
+    assert report.energy_j == pytest.approx((300.0 + 50.0) * 4.0)
+
+
+def test_measuring_some_superchip_modules_warns_that_the_others_cpus_are_missing(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    gpus = [gpu(A, 0x1A, c2c=True), gpu(B, 0x3B, c2c=True)]
+    with caplog.at_level(logging.WARNING):
+        found = devices(discover(FakeNVML(gpus), pid=os.getpid()))
+    assert [d.kind for d in found] == ["module"]
+    assert "module(s) 1 are not measured" in caplog.text
+
+
+def fast_trace(seed: int) -> PowerTrace:
+    """Power that changes every 0.08-0.3 s between ~90 and ~320 W (much faster than 1 s)."""
+    import random
+
+    rng = random.Random(seed)
+    steps = []
+    for _ in range(200):
+        steps.append((rng.uniform(0.1, 0.3), rng.uniform(250.0, 320.0)))
+        steps.append((rng.uniform(0.08, 0.2), rng.uniform(90.0, 150.0)))
+    return PowerTrace.from_steps(steps)
+
+
+def one_epoch_error(trace: PowerTrace, monkeypatch: pytest.MonkeyPatch, **kw: object) -> float:
+    """Relative error of one 5 s epoch of a power-only GPU read as at default settings: the
+    sampler reads every 1 s and the epoch's edges fall between its reads."""
+    from carbontrack._plugins import PluginHost, make_plugin_manager
+    from carbontrack._sampler import Sampler
+    from carbontrack.settings import DEFAULT_INTERVAL_S
+
+    clock = FakeClock(start=0.0)
+    one = gpu(A, 0x1A, energy_counter=False, power=trace, **kw)
+    fake = FakeNVML([one], clock=clock)
+    monkeypatch.setattr(backend, "_wall_s", fake.wall_s)
+    with fake.installed():
+        host = PluginHost(make_plugin_manager(autoload=False))
+        found = host.broadcast("carbontrack_discover_devices", settings=make_settings())
+        (device,) = [d for d in found["nvml"] if isinstance(d, Device)]
+        sampler = Sampler(host, {"nvml": [device]}, interval_s=DEFAULT_INTERVAL_S, clock=clock)
+        clock.advance(3.0)
+        sampler.read()  # the run starts
+        clock.advance(0.37)
+        sampler.read()  # the epoch starts between two ticks
+        began, start_j = fake.elapsed_s(), sampler.total_j()
+        clock.advance(1.0 - 0.37)
+        for _ in range(4):
+            sampler.read()  # the background ticks, every interval_s
+            clock.advance(DEFAULT_INTERVAL_S)
+        clock.advance(0.37)
+        sampler.read()  # the epoch ends between two ticks
+        ended, end_j = fake.elapsed_s(), sampler.total_j()
+        host.broadcast("carbontrack_close_devices", devices=[device])
+    assert ended - began == pytest.approx(5.0)
+    exact = fake.true_energy_j(one, began, ended)
+    return (end_j - start_j) / exact - 1.0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_power_only_gpu_is_within_2_percent_on_one_5_s_epoch(
+    monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    # With the driver's power sample buffer (nvmlDeviceGetSamples): within 2 %. Reading only
+    # nvmlDeviceGetPowerUsage, a 1 s average on Ampere and newer, was 9.4 % off (issue 19).
+    trace = fast_trace(seed)
+    error = one_epoch_error(trace, monkeypatch, power_samples=True, power_average_s=1.0)
+    assert abs(error) < 0.02
+
+
+def test_the_fast_trace_defeats_1_s_power_readings(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The fake varies fast enough to matter: without the buffer, reading the instantaneous
+    # power every 1 s (GA100 and older GPUs), some epoch is over 2 % off.
+    errors = [
+        one_epoch_error(fast_trace(seed), monkeypatch, power_average_s=0.0) for seed in range(5)
+    ]
+    assert max(abs(e) for e in errors) > 0.02
+
+
+def test_power_buffer_detail_and_fallback_say_how_power_is_read() -> None:
+    found = devices(
+        discover(
+            FakeNVML(
+                [
+                    gpu(A, 0x1A, energy_counter=False, power_samples=True),
+                    gpu(B, 0x3B, energy_counter=False, name="NVIDIA A10", architecture=7),
+                ]
+            )
+        )
+    )
+    by_id = {d.id: d.detail for d in found}
+    assert "nvmlDeviceGetSamples" in by_id[uuid(A)]
+    assert "1 s average" in by_id[uuid(B)]

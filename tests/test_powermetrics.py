@@ -212,6 +212,8 @@ def test_bad_plugin_options_name_the_value_and_the_fix(fake: FakePowermetrics) -
 def test_one_process_through_sudo_n_with_the_tracker_interval(fake: FakePowermetrics) -> None:
     found = discover()
     try:
+        # Discovery does not wait for the process to start sampling: wait for it to start.
+        wait_for(lambda: len(fake.invocations("powermetrics")) == 1)
         assert fake.invocations("sudo") == [
             ["-n", str(fake.executable), *pm.command("x", INTERVAL_S, sudo=None)[1:]]
         ]
@@ -228,6 +230,7 @@ def test_a_long_tracker_interval_does_not_hold_up_the_start(fake: FakePowermetri
     took = time.monotonic() - started
     try:
         assert [d.id for d in devices_of(found)] == ["cpu", "gpu", "ane"]
+        wait_for(lambda: len(fake.invocations("powermetrics")) == 1)
         [argv] = fake.invocations("powermetrics")
         assert argv[argv.index("-i") + 1] == "1000"
         assert took < pm.START_WAIT_S + 0.25
@@ -401,6 +404,7 @@ def test_root_runs_powermetrics_without_sudo(
     monkeypatch.setattr(pm, "_running_as_root", lambda: True)
     fake.configure(require_root=False)  # the test process may not really be root
     found = discover()
+    wait_for(lambda: len(fake.invocations("powermetrics")) == 1)
     pm.carbontrack_close_devices(devices_of(found))
     assert fake.invocations("sudo") == []
     assert fake.invocations("powermetrics") == [pm.command("x", INTERVAL_S, sudo=None)[1:]]

@@ -100,7 +100,8 @@ def test_intensity_year_is_not_repeated_when_the_source_names_it(
 def test_no_run_log_path_is_printed_when_the_log_could_not_be_written(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    (tmp_path / "a-file").write_text("")
-    err = _console(capsys, log_dir=tmp_path / "a-file" / "logs")  # cannot be a directory
+    # A directory that cannot be made at run time (a path under a file is refused up front);
+    # /proc takes no new entries, even from root.
+    err = _console(capsys, log_dir=Path("/proc/carbontrack-no-such-dir/logs"))
     assert "plugin runlog failed in carbontrack_run_started" in err
     assert "run log:" not in err

@@ -63,6 +63,31 @@ _MEASURED_BY = {
     "ram": frozenset({"ram", "dram", "psys"}),
     "cpu": frozenset({"cpu", "psys"}),
 }
+# A Grace superchip's NVML counter (kind ``module``) covers GPU, HBM, Grace CPU and LPDDR
+# (Zeus PR #172): CPU and memory devices of any method (the estimate, hwmon's Grace meters)
+# would count the CPU twice, so they are left out and the module is measured once.
+_COVERED_BY_MODULE = frozenset({"cpu", "ram", "dram"})
+
+
+def _leave_out_what_modules_cover(devices: dict[str, list[Device]]) -> None:
+    modules = [d.name for devs in devices.values() for d in devs if d.kind == "module"]
+    if not modules:
+        return
+    for plugin in list(devices):
+        kept = [d for d in devices[plugin] if d.kind not in _COVERED_BY_MODULE]
+        for d in devices[plugin]:
+            if d.kind in _COVERED_BY_MODULE:
+                logger.info(
+                    "carbontrack: %s (%s) is left out: the superchip module counter of %s "
+                    "already holds it",
+                    d.name,
+                    plugin,
+                    ", ".join(modules),
+                )
+        if kept:
+            devices[plugin] = kept
+        else:
+            del devices[plugin]
 
 
 class Tracker:
@@ -228,6 +253,7 @@ class Tracker:
                 devices[plugin] = kept
             else:
                 del devices[plugin]
+        _leave_out_what_modules_cover(devices)
         self._devices_by_plugin = devices
         self._unavailable = tuple(unavailable)
         if not devices and (self._job is None or _node_leader_hint(self._job)):

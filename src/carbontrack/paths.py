@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
-import platformdirs
-
+from carbontrack import _files
 from carbontrack.settings import Settings
 
 __all__ = ["carbontrack_home", "log_dir", "run_log_path"]
@@ -17,10 +15,7 @@ HOME_ENV = "CARBONTRACK_HOME"
 
 def carbontrack_home() -> Path:
     """``$CARBONTRACK_HOME`` if set, else the platform's user data directory for carbontrack."""
-    env = os.environ.get(HOME_ENV, "").strip()
-    if env:
-        return Path(env).expanduser()
-    return platformdirs.user_data_path("carbontrack", appauthor=False)
+    return _files.carbontrack_home()
 
 
 def log_dir(settings: Settings) -> Path:

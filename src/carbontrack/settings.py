@@ -39,6 +39,15 @@ DEFAULT_INTERVAL_S = 1.0
 #: device (IT) energy, the PUE and the facility energy side by side.
 DEFAULT_PUE = 1.56
 
+#: Longest interval between background reads: counters must be read before they wrap, and a
+#: wait of 1e12 s overflows the thread's timer. An hour is longer than any counter lasts.
+MAX_INTERVAL_S = 3600.0
+#: Longest interval between checkpoints of the run log: a killed run loses at most this much.
+MAX_CHECKPOINT_S = 86400.0
+
+#: ``file_mode`` values (see ``carbontrack._files``): who may read the files carbontrack writes.
+FILE_MODES = ("private", "shared")
+
 #: How long rank 0 waits, when the run stops, for the other ranks' figures before it writes the
 #: job's report marked partial: long enough for ranks that stop together (DDP ranks leave the
 #: training loop within milliseconds of each other), short enough never to hold a job up.
@@ -77,15 +86,25 @@ def _int_at_least(option: str, minimum: int, *, optional: bool = False) -> Any:
     return check
 
 
-def _number(option: str, *, minimum: float, strict: bool, optional: bool = False) -> Any:
+def _number(
+    option: str,
+    *,
+    minimum: float,
+    strict: bool,
+    optional: bool = False,
+    maximum: float | None = None,
+) -> Any:
     bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+    if maximum is not None:
+        bound += f" and <= {maximum:g}"
 
     def check(_inst: object, _attr: object, value: Any) -> None:
         if optional and value is None:
             return
         _check_type(option, value, (int, float), f"a number {bound}")
         too_small = value <= minimum if strict else value < minimum
-        if not math.isfinite(value) or too_small:
+        too_large = maximum is not None and value > maximum
+        if not math.isfinite(value) or too_small or too_large:
             raise _fail(option, value, f"a finite number {bound}")
 
     return check
@@ -177,14 +196,35 @@ def _check_gpu_ids(_inst: object, _attr: object, value: Any) -> None:
         raise _fail("gpu_ids", value, "at least one GPU index or UUID, or None for the default")
 
 
+_GPU_IDS = "GPU indices (integers >= 0) or UUIDs, such as 0, [0, 1], '0,1' or 'GPU-8f3c...'"
+
+
+def _gpu_id(value: Any, given: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        # 3.5 would be read as "3.5", matching no GPU: a typo to name now, not a silent no-op.
+        raise InvalidOptionType(
+            f"gpu_ids={given!r} is not valid: expected {_GPU_IDS}, got {type(value).__name__} "
+            f"{value!r}"
+        )
+    if isinstance(value, int) and value < 0:
+        raise _fail("gpu_ids", given, _GPU_IDS)
+    return str(value).strip()
+
+
 def _to_gpu_ids(value: Any) -> tuple[str, ...] | None:
     if value is None:
         return None
     if isinstance(value, str):
         return tuple(p.strip() for p in value.split(",") if p.strip())
-    if isinstance(value, int):
-        return (str(value),)
-    return tuple(str(v).strip() for v in value)
+    if isinstance(value, int | float | bool):
+        return (_gpu_id(value, value),)
+    try:
+        items = list(value)
+    except TypeError:
+        raise InvalidOptionType(
+            f"gpu_ids={value!r} is not valid: expected {_GPU_IDS}, got {type(value).__name__}"
+        ) from None
+    return tuple(_gpu_id(v, value) for v in items)
 
 
 def _to_pue(value: Any) -> Any:
@@ -194,6 +234,22 @@ def _to_pue(value: Any) -> Any:
 
         return pue_preset(value)
     return value
+
+
+def _check_log_dir(path: Path) -> None:
+    # A file where the directory should be fails only when the run log is opened, mid-run:
+    # name it now. The nearest existing ancestor must be a directory too (log_dir=file/sub).
+    where = path
+    while not where.exists() and where.parent != where:
+        where = where.parent
+    if where.exists() and not where.is_dir():
+        what = "is an existing file" if where == path else f"is under {where}, an existing file"
+        raise _fail(
+            "log_dir",
+            str(path),
+            "a directory (created if missing)",
+            f"The path {what}: choose a directory, or move the file away",
+        )
 
 
 def _check_job_id(_inst: object, _attr: object, value: Any) -> None:
@@ -239,10 +295,12 @@ class Settings:
     warmup_epochs: int = attrs.field(default=0, validator=_int_at_least("warmup_epochs", 0))
     components: frozenset[str] = attrs.field(default=ALL_COMPONENTS, converter=parse_components)
     interval_s: float = attrs.field(
-        default=DEFAULT_INTERVAL_S, validator=_number("interval_s", minimum=0, strict=True)
+        default=DEFAULT_INTERVAL_S,
+        validator=_number("interval_s", minimum=0, strict=True, maximum=MAX_INTERVAL_S),
     )
     checkpoint_s: float = attrs.field(
-        default=60.0, validator=_number("checkpoint_s", minimum=0, strict=True)
+        default=60.0,
+        validator=_number("checkpoint_s", minimum=0, strict=True, maximum=MAX_CHECKPOINT_S),
     )
     log_dir: Path | None = attrs.field(default=None, converter=_to_path)
     log_file_prefix: str = attrs.field(
@@ -288,6 +346,7 @@ class Settings:
     )
     on_budget: str | Callable[..., Any] = attrs.field(default="warn", validator=_check_on_budget)
     plugin_options: Mapping[str, Any] = attrs.field(factory=dict, validator=_check_plugin_options)
+    file_mode: str = attrs.field(default="private", validator=_one_of("file_mode", FILE_MODES))
     # Jobs of many processes (torchrun, srun, mpirun): see carbontrack._job and docs/clusters.md.
     distributed: bool | None = attrs.field(
         default=None,
@@ -307,6 +366,8 @@ class Settings:
     )
 
     def __attrs_post_init__(self) -> None:
+        if self.log_dir is not None:
+            _check_log_dir(self.log_dir)
         if self.location is not None and (not isinstance(self.location, str) or not self.location):
             raise _fail(
                 "location", self.location, "a country or zone code such as 'DK' or 'US-CAL-CISO'"
@@ -358,6 +419,27 @@ class Settings:
 _FIELD_NAMES = frozenset(f.name for f in attrs.fields(Settings))
 
 
+def _default_file_mode() -> str:
+    """``$CARBONTRACK_FILE_MODE``, else ``file_mode`` in the config file, else ``private``."""
+    from carbontrack import _files
+
+    env = os.environ.get(_files.FILE_MODE_ENV, "").strip()
+    if env:
+        if env not in FILE_MODES:
+            raise _fail(_files.FILE_MODE_ENV, env, "one of " + ", ".join(map(repr, FILE_MODES)))
+        return env
+    value = _files.read_config().get("file_mode")
+    if value is None:
+        return _files.DEFAULT_FILE_MODE
+    if value not in FILE_MODES:
+        raise _fail(
+            f"file_mode in {_files.config_path()}",
+            value,
+            "one of " + ", ".join(map(repr, FILE_MODES)),
+        )
+    return str(value)
+
+
 def make_settings(**options: Any) -> Settings:
     """Validate ``options`` and return ``Settings``; unknown names raise ``TypeError``.
 
@@ -370,6 +452,8 @@ def make_settings(**options: Any) -> Settings:
             + ", ".join(sorted(_FIELD_NAMES))
         )
     given = {k for k, v in options.items() if v is not None}
+    if options.get("file_mode") is None:
+        options["file_mode"] = _default_file_mode()
     if options.get("location") is None:
         env = os.environ.get("CARBONTRACK_LOCATION", "").strip()
         if env:

@@ -56,8 +56,20 @@ _NOT_SUPPORTED = 3
 _NO_PERMISSION = 4
 _DRIVER_NOT_LOADED = 9
 _LIBRARY_NOT_FOUND = 12
+_NOT_FOUND = 6
+_FUNCTION_NOT_FOUND = 13
 _GPU_IS_LOST = 15
 _MIG_ENABLE = 1
+_TOTAL_POWER_SAMPLES = 0  # NVML_TOTAL_POWER_SAMPLES (nvmlSamplingType_t)
+_ARCH_AMPERE = 7
+
+#: The oldest nvidia-ml-py with the ``_v2`` process calls, which drivers without ``_v3`` (R470)
+#: need (12.535.161 has neither ``_v2`` nor ``NVMLLibraryMismatchError``; 12.550.52 has both).
+MIN_BINDING = "12.550.52"
+#: The sample in flight at a read of the driver's power buffer is extrapolated from the latest
+#: sample for at most this long (a buffer that stops filling is not extended further).
+MAX_EXTRAPOLATE_S = 1.0
+_wall_s = time.time  # the clock power samples are stamped on (µs); tests use the fake's
 
 _INSTALL_FIX = "install the NVIDIA driver (nvidia-smi must work), then rerun"
 
@@ -187,6 +199,8 @@ class _Gpu:
     mig_uuids: tuple[str, ...]
     mig_handles: tuple[Any, ...]
     smi_index: int = -1
+    c2c: bool = False  # a Grace superchip: the energy counter covers the whole module
+    architecture: int | None = None
 
 
 @attrs.define(eq=False)
@@ -198,6 +212,52 @@ class _Handle:
     label: str
     lost: str | None = None
     late: _Late | None = None
+    buffer: _PowerBuffer | None = None
+
+
+@attrs.define(eq=False)
+class _PowerBuffer:
+    """Energy of a power-only GPU from the driver's power sample buffer (nvmlDeviceGetSamples).
+
+    The counter starts at the first read; samples are joined by the trapezoid rule, and the
+    part after the latest sample counts at its power (``MAX_EXTRAPOLATE_S`` at most), so that
+    an edge is not a sample late. What is reported never goes down.
+    """
+
+    t_us: int | None = None  # committed up to this time stamp
+    w: float = 0.0  # the power there
+    seen_us: int = 0  # the newest time stamp fetched
+    energy_j: float = 0.0
+    reported_j: float = 0.0
+    samples: int = 0
+
+    def update(self, nvml: Any, handle: Any) -> float:
+        now_us = round(_wall_s() * 1e6)
+        try:
+            _kind, samples = nvml.nvmlDeviceGetSamples(handle, _TOTAL_POWER_SAMPLES, self.seen_us)
+        except nvml.NVMLError as exc:
+            if getattr(exc, "value", None) != _NOT_FOUND:  # NotFound: no sample since seen_us
+                raise
+            samples = []
+        points = sorted((int(s.timeStamp), float(s.sampleValue.uiVal) / 1000.0) for s in samples)
+        if points:
+            self.seen_us = max(self.seen_us, points[-1][0])
+        if self.t_us is None:  # the first read: the counter's zero is now
+            if not points:
+                self.w = float(nvml.nvmlDeviceGetPowerUsage(handle)) / 1000.0
+            else:
+                self.w = points[-1][1]
+            self.t_us = now_us
+            return 0.0
+        for stamp, watts in points:
+            if stamp <= self.t_us:
+                continue  # from before the counter's zero, or already counted
+            self.energy_j += (self.w + watts) / 2.0 * (stamp - self.t_us) / 1e6
+            self.t_us, self.w = stamp, watts
+            self.samples += 1
+        flight_s = min(max(now_us - self.t_us, 0) / 1e6, MAX_EXTRAPOLATE_S)
+        self.reported_j = max(self.reported_j, self.energy_j + self.w * flight_s)
+        return self.reported_j
 
 
 @attrs.define(eq=False)
@@ -238,11 +298,22 @@ class _Watch:
         nvml = self.session.nvml
         listed: dict[int, set[int]] = {}
         for k, late in enumerate(pending):
-            pids = set(_compute_pids(nvml, late.gpu.handle))
-            for mig in late.gpu.mig_handles:
-                pids.update(_compute_pids(nvml, mig))
-            if pids:
-                listed[k] = pids
+            found = _gpu_pids(nvml, late.gpu)
+            if found is None:
+                # The binding and driver share no process call: we can never tell. Counting
+                # nothing would report 0 J for a GPU the job may use; count every GPU.
+                logger.warning(
+                    "carbontrack: devices_by_pid cannot list the processes on GPU %d: %s. "
+                    "Measuring all %d watched GPUs instead: energy counters from the start, "
+                    "power-only GPUs from now",
+                    late.gpu.smi_index,
+                    _no_process_call(nvml),
+                    len(self.gpus),
+                )
+                self._count_all(pending)
+                return
+            if found:
+                listed[k] = found
         if not listed:
             return  # nothing computes on these GPUs: no need to walk /proc
         ours = process_tree(self.pid, self.proc_root)
@@ -270,6 +341,9 @@ class _Watch:
             sorted(every_pid),
             len(self.gpus),
         )
+        self._count_all(pending)
+
+    def _count_all(self, pending: list[_Late]) -> None:
         self.gave_up = True
         for late in pending:
             late.counting = True
@@ -296,6 +370,9 @@ def _describe(nvml: Any, index: int) -> _Gpu:
                 continue
             mig_handles.append(mig)
             mig_uuids.append(_text(nvml.nvmlDeviceGetUUID(mig)))
+    architecture: int | None = None
+    with contextlib.suppress(nvml.NVMLError, AttributeError):
+        architecture = int(nvml.nvmlDeviceGetArchitecture(handle))
     return _Gpu(
         handle=handle,
         uuid=uuid,
@@ -305,7 +382,27 @@ def _describe(nvml: Any, index: int) -> _Gpu:
         mig_enabled=mig_enabled,
         mig_uuids=tuple(mig_uuids),
         mig_handles=tuple(mig_handles),
+        c2c=_is_superchip(nvml, handle),
+        architecture=architecture,
     )
+
+
+def _is_superchip(nvml: Any, handle: Any) -> bool:
+    """Whether the GPU sits in a Grace superchip (GH200, GB200): C2C mode, as Zeus checks it.
+
+    There ``nvmlDeviceGetTotalEnergyConsumption`` covers the whole module (GPU, HBM, Grace CPU,
+    LPDDR; Zeus PR #172). Bindings without ``nvmlDeviceGetC2cModeInfoV`` and GPUs without C2C
+    (``NotSupported``) are not superchips.
+    """
+    call = getattr(nvml, "nvmlDeviceGetC2cModeInfoV", None)
+    if call is None:
+        return False
+    try:
+        return bool(call(handle).isC2cEnabled)
+    except nvml.NVMLError as exc:
+        if getattr(exc, "value", None) not in (_NOT_SUPPORTED, _FUNCTION_NOT_FOUND):
+            logger.debug("nvmlDeviceGetC2cModeInfoV failed: %s", _describe_error(exc))
+        return False
 
 
 # -- which GPUs ----------------------------------------------------------------------------
@@ -433,17 +530,69 @@ def _visible(gpus: Sequence[_Gpu], env: Mapping[str, str]) -> _Choice:
     return _Choice(tuple(chosen), f"CUDA_VISIBLE_DEVICES={value}")
 
 
-def _compute_pids(nvml: Any, handle: Any) -> list[int]:
+#: The process calls to try, newest first: the unversioned one (``_v3`` in current bindings),
+#: then ``_v2`` for drivers without ``_v3`` (R470). A binding lacks ``_v2`` before 12.550.
+_PROCESS_CALLS = (
+    "nvmlDeviceGetComputeRunningProcesses",
+    "nvmlDeviceGetComputeRunningProcesses_v2",
+)
+
+
+def _compute_pids(nvml: Any, handle: Any) -> list[int] | None:
+    """PIDs computing on ``handle``; ``None`` when no process call works with this driver.
+
+    nvidia-ml-py 13.x raises ``NVMLLibraryMismatchError`` (not an ``NVMLError``) from the
+    unversioned call on a driver without ``_v3``; 12.535 raises ``NVMLError_FunctionNotFound``
+    and has no ``_v2`` to fall back to. Either way the next call is tried, and only when none
+    is left is the list unknown (never an empty list: that would read as "not used").
+    """
     mismatch = getattr(nvml, "NVMLLibraryMismatchError", ())
-    try:
+    for name in _PROCESS_CALLS:
+        call = getattr(nvml, name, None)
+        if call is None:
+            continue
         try:
-            procs = nvml.nvmlDeviceGetComputeRunningProcesses(handle)
-        except mismatch:  # an older driver without _v3: the unversioned call refuses
-            procs = nvml.nvmlDeviceGetComputeRunningProcesses_v2(handle)
-    except nvml.NVMLError as exc:
-        logger.debug("cannot list processes on a GPU: %s", _describe_error(exc))
-        return []
-    return [int(p.pid) for p in procs]
+            procs = call(handle)
+        except mismatch:
+            continue
+        except nvml.NVMLError as exc:
+            if getattr(exc, "value", None) == _FUNCTION_NOT_FOUND:
+                continue
+            logger.debug("cannot list processes on a GPU: %s", _describe_error(exc))
+            return []
+        return [int(p.pid) for p in procs]
+    return None
+
+
+def _gpu_pids(nvml: Any, gpu: _Gpu) -> set[int] | None:
+    pids = _compute_pids(nvml, gpu.handle)
+    if pids is None:
+        return None
+    found = set(pids)
+    for mig in gpu.mig_handles:
+        found.update(_compute_pids(nvml, mig) or ())
+    return found
+
+
+def _no_process_call(nvml: Any) -> str:
+    """Why no process call works, and the fix."""
+    version = getattr(nvml, "__version__", None) or "this nvidia-ml-py"
+    try:
+        driver = _text(nvml.nvmlSystemGetDriverVersion())
+    except Exception:  # only for the message
+        driver = "this"
+    has_v2 = hasattr(nvml, "nvmlDeviceGetComputeRunningProcesses_v2")
+    why = f"the NVIDIA driver ({driver}) lacks nvmlDeviceGetComputeRunningProcesses_v3 and " + (
+        "_v2 as well"
+        if has_v2
+        else f"{version} has no _v2 call to fall back to (it came in {MIN_BINDING})"
+    )
+    fix = (
+        "update the NVIDIA driver"
+        if has_v2
+        else f'pip install "nvidia-ml-py>={MIN_BINDING}", or update the NVIDIA driver'
+    )
+    return f"{why}; fix: {fix}, or pass gpu_ids to name the GPUs"
 
 
 def _by_process(
@@ -455,9 +604,16 @@ def _by_process(
     seen: set[int] = set()
     chosen: list[_Gpu] = []
     for gpu in _pci_order(gpus):
-        pids = set(_compute_pids(nvml, gpu.handle))
-        for mig in gpu.mig_handles:
-            pids.update(_compute_pids(nvml, mig))
+        pids = _gpu_pids(nvml, gpu)
+        if pids is None:
+            # Unknown is not "unused": treated like the container case, every visible GPU is
+            # measured and the warning says how to fix it.
+            return (
+                [],
+                f"NVML cannot list the processes on GPU {gpu.smi_index}: "
+                + (_no_process_call(nvml)),
+                True,
+            )
         seen |= pids
         if pids & ours:
             chosen.append(gpu)
@@ -617,24 +773,70 @@ def _device(session: _Session, gpu: _Gpu, how: str) -> Device | Unavailable:
             reason=f"{label} {gpu.model} at {gpu.bus_id}: {_describe_error(method)}",
             fix=fix,
         )
-    how_measured = (
-        "energy counter (nvmlDeviceGetTotalEnergyConsumption)"
-        if method == "counter"
-        else "power sampled every interval_s (nvmlDeviceGetPowerUsage; no energy counter)"
-    )
+    buffer = None
+    if method == "counter":
+        how_measured = "energy counter (nvmlDeviceGetTotalEnergyConsumption)"
+    elif _has_power_buffer(nvml, gpu):
+        buffer = _PowerBuffer()
+        how_measured = (
+            "no energy counter: the driver's power samples (nvmlDeviceGetSamples, "
+            "NVML_TOTAL_POWER_SAMPLES) joined by the trapezoid rule between reads, the part "
+            "after the latest sample at its power"
+        )
+    else:
+        how_measured = (
+            "no energy counter and no power sample buffer: power read every interval_s "
+            "(nvmlDeviceGetPowerUsage), trapezoid rule; " + _power_usage_meaning(gpu)
+        )
     detail = f"{gpu.uuid}, PCI {gpu.bus_id}, {how_measured}; selected by {how}"
     if gpu.mig_enabled:
         detail += "; MIG enabled: the whole GPU's energy, shared with its other MIG instances"
+    kind = "gpu"
+    name = f"GPU {gpu.smi_index} {gpu.model}"
+    if gpu.c2c:
+        # One figure for the module: the host leaves out CPU and memory devices (the estimate,
+        # hwmon's Grace meters) so that the Grace CPU is counted once, inside this one.
+        kind = "module"
+        name += " module"
+        detail += (
+            "; a Grace superchip (C2C): NVML's figure covers the whole module, GPU + HBM + "
+            "Grace CPU + LPDDR (Zeus PR #172), so CPU and memory devices (the estimate, "
+            "hwmon's Grace meters) are left out of this run and counted here"
+        )
     return Device(
         id=gpu.uuid,
-        kind="gpu",
-        name=f"GPU {gpu.smi_index} {gpu.model}",
+        kind=kind,
+        name=name,
         backend=BACKEND,
         method="counter" if method == "counter" else "power",
         shared=gpu.mig_enabled,
         detail=detail,
-        handle=_Handle(session=session, handle=gpu.handle, label=label),
+        handle=_Handle(session=session, handle=gpu.handle, label=label, buffer=buffer),
     )
+
+
+def _has_power_buffer(nvml: Any, gpu: _Gpu) -> bool:
+    call = getattr(nvml, "nvmlDeviceGetSamples", None)
+    if call is None:
+        return False
+    try:
+        call(gpu.handle, _TOTAL_POWER_SAMPLES, 0)
+    except nvml.NVMLError as exc:
+        return getattr(exc, "value", None) == _NOT_FOUND  # a buffer, empty for now
+    return True
+
+
+def _power_usage_meaning(gpu: _Gpu) -> str:
+    # NVML docs (nvmlDeviceGetPowerUsage): Ampere (except GA100) and newer return a 1 s
+    # average, GA100 and older the instantaneous power.
+    if gpu.architecture is None:
+        return (
+            "that reading is a 1 s average on Ampere (except GA100) and newer, instantaneous "
+            "power on older GPUs"
+        )
+    if gpu.architecture >= _ARCH_AMPERE and "A100" not in gpu.model:
+        return "on this GPU (Ampere or newer, not GA100) that reading is a 1 s average"
+    return "on this GPU that reading is the instantaneous power"
 
 
 def _init_failure(exc: Exception) -> list[Device | Unavailable]:
@@ -701,6 +903,16 @@ def _discover(session: _Session, settings: Settings, proc_root: Path) -> list[De
         return found
     choice = _choose(nvml, gpus, settings, proc_root)
     found.extend(choice.unavailable)
+    left = [g for g in gpus if g.c2c and g not in choice.gpus]
+    if left and any(g.c2c for g in choice.gpus):
+        logger.warning(
+            "carbontrack: this run measures superchip module(s) %s, whose figure holds their "
+            "Grace CPU, so CPU and memory devices are left out; module(s) %s are not measured "
+            "here, and neither are their Grace CPUs. To count every CPU, measure all modules "
+            "(gpu_ids or CUDA_VISIBLE_DEVICES listing them all)",
+            ", ".join(str(g.smi_index) for g in choice.gpus if g.c2c),
+            ", ".join(str(g.smi_index) for g in left),
+        )
     made = [_device(session, gpu, choice.how) for gpu in choice.gpus]
     found.extend(made)
     if choice.late:
@@ -738,12 +950,18 @@ def _read(device: Device) -> Reading:
         # power-only GPU too: a flat counter, never a made-up 0 W).
         return Reading(device.id, joules=late.frozen_j, wrap_j=None)
     nvml = handle.session.nvml
-    call = (
-        "nvmlDeviceGetTotalEnergyConsumption"
-        if device.method == "counter"
-        else "nvmlDeviceGetPowerUsage"
-    )
+    if handle.buffer is not None:
+        call = "nvmlDeviceGetSamples"
+    elif device.method == "counter":
+        call = "nvmlDeviceGetTotalEnergyConsumption"
+    else:
+        call = "nvmlDeviceGetPowerUsage"
     try:
+        if handle.buffer is not None:
+            joules = handle.buffer.update(nvml, handle.handle)
+            if late is not None:
+                joules = _late_counter(late, joules)
+            return Reading(device.id, joules=joules, wrap_j=None)
         value = getattr(nvml, call)(handle.handle)
     except Exception as exc:  # one GPU's failure is that GPU's error, never the run's
         error = f"{call} for {handle.label} failed: {_describe_error(exc)}"

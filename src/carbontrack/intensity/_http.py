@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from carbontrack import _files
 from carbontrack._redact import is_secret_name, redact_data, redact_text
 from carbontrack.errors import InvalidOption
 from carbontrack.settings import Settings
@@ -69,34 +70,16 @@ class ProviderError(Exception):
 
 def config_path() -> Path:
     """``$CARBONTRACK_CONFIG``, else ``config.toml`` in carbontrack's home directory."""
-    from carbontrack.paths import carbontrack_home
-
-    env = os.environ.get(CONFIG_ENV, "").strip()
-    return Path(env).expanduser() if env else carbontrack_home() / "config.toml"
+    return _files.config_path()
 
 
 def read_config() -> dict[str, Any]:
     """The config file's content (``{}`` when there is none or it cannot be read).
 
-    Raises ``InvalidOption`` naming the file when it is not valid TOML.
+    Raises ``InvalidOption`` naming the file when it is not a regular file, is larger than
+    ``carbontrack._files.MAX_CONFIG_BYTES`` or is not valid TOML.
     """
-    path = config_path()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (FileNotFoundError, NotADirectoryError):
-        return {}
-    except OSError as exc:
-        # An unreadable file (permissions) is not a mistake in it: go on without it, say so.
-        logger.warning("carbontrack: config file %s cannot be read (%s); ignored", path, exc)
-        return {}
-    import tomllib  # only when there is a config file to parse
-
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise InvalidOption(
-            f"config file {path} is not valid TOML ({exc}); fix it or remove it"
-        ) from None
+    return _files.read_config()
 
 
 def _config_quiet() -> dict[str, Any]:
@@ -229,11 +212,11 @@ def cache_put(key: str, data: Any) -> None:
     """Remember ``data`` under ``key``; a cache that cannot be written is skipped quietly."""
     path = _cache_file(key)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"key": key, "at": time.time(), "data": data}), "utf-8")
-        tmp.replace(path)
-    except OSError:
+        # Always private to the user (0600 in a 0700 directory), whatever file_mode says: the
+        # cache is per user, and an answer may say where the machine is.
+        entry = json.dumps({"key": key, "at": time.time(), "data": data})
+        _files.write_bytes(path, entry.encode("utf-8"), "private")
+    except (OSError, ValueError):
         logger.debug("carbontrack: cannot write the intensity cache at %s", path, exc_info=True)
         return
     _prune(path.parent)
@@ -311,10 +294,10 @@ class _Exchange:
 
 
 def _cut(sock: socket.socket) -> None:
-    import socket  # loaded with the request that needs it, not at every start
-
     # socket.socket.shutdown, not SSLSocket.shutdown: the TLS object is in use by the reader;
     # shutting the descriptor down wakes its blocked read with an error.
+    import socket  # loaded with the request that needs it, not at every start
+
     with contextlib.suppress(OSError):
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
 

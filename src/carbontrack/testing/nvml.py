@@ -23,6 +23,7 @@ import time
 import types
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import attrs
 
@@ -87,7 +88,24 @@ CONSTANTS: dict[str, int] = {
     "NVML_DEVICE_ARCH_ADA": 8,
     "NVML_DEVICE_ARCH_HOPPER": 9,
     "NVML_DEVICE_ARCH_BLACKWELL": 10,
+    "NVML_TOTAL_POWER_SAMPLES": 0,
+    "NVML_VALUE_TYPE_UNSIGNED_INT": 1,
 }
+
+#: nvidia-ml-py releases whose API the fake can take (``FakeNVML(binding=...)``): ``13.615``
+#: (current: the unversioned process calls go to ``_v3`` and raise ``NVMLLibraryMismatchError``
+#: where the driver lacks it; ``_v2`` exists) and ``12.535`` (the oldest release carbontrack
+#: once allowed: no ``_v2`` process calls and no ``NVMLLibraryMismatchError``; the plain call
+#: goes to ``_v3`` and raises ``NVMLError_FunctionNotFound`` on a driver without it). Read in
+#: the released ``pynvml.py`` files of nvidia-ml-py 12.535.161 and 13.615.71.
+BINDINGS = ("13.615", "12.535")
+_MISSING_IN_12535 = frozenset(
+    {
+        "NVMLLibraryMismatchError",
+        "nvmlDeviceGetComputeRunningProcesses_v2",
+        "nvmlDeviceGetC2cModeInfoV",
+    }
+)
 
 # The messages nvidia-ml-py prints for the codes it knows; others read "NVML Error with code N"
 # (its ``nvmlErrorString`` fallback when the library cannot answer).
@@ -251,6 +269,16 @@ class FakeGpu:
     a function name to the NVML error code it raises for this GPU; ``lost=True`` makes every
     call raise ``NVMLError_GpuIsLost``. ``mig`` lists MIG instances (MIG mode enabled when not
     empty); ``mig_capable=False`` makes ``nvmlDeviceGetMigMode`` unsupported.
+
+    ``power_samples=True`` gives the driver's power sample buffer (``nvmlDeviceGetSamples`` with
+    ``NVML_TOTAL_POWER_SAMPLES``): the instantaneous power every ``sample_period_s`` seconds,
+    the last ``sample_buffer`` of them, time-stamped in microseconds of the wall clock;
+    otherwise that call raises ``NotSupported``. (The real buffer's period and length vary by
+    product and are not documented; these are assumptions.) ``c2c=True`` makes the GPU a
+    Grace Hopper/Blackwell superchip (``nvmlDeviceGetC2cModeInfoV`` reports C2C enabled), whose
+    energy counter covers the whole module: GPU, HBM, Grace CPU and LPDDR (Zeus PR #172); its
+    ``power`` is then the module's. ``None`` (the default) makes that call ``NotSupported``, as
+    on GPUs without C2C.
     """
 
     uuid: str
@@ -270,6 +298,10 @@ class FakeGpu:
     max_mig_devices: int = 7
     errors: dict[str, int] = attrs.field(factory=dict)
     lost: bool = False
+    power_samples: bool = False
+    sample_period_s: float = 0.02
+    sample_buffer: int = 200
+    c2c: bool | None = None
     _reset_at_s: float | None = attrs.field(default=None, init=False)
 
     @property
@@ -310,14 +342,45 @@ class _ProcessInfo:
         self.computeInstanceId = compute_instance_id
 
 
+class _Value(ctypes.Union):
+    # nvidia-ml-py's c_nvmlValue_t.
+    _fields_ = [
+        ("dVal", ctypes.c_double),
+        ("uiVal", ctypes.c_uint),
+        ("ulVal", ctypes.c_ulong),
+        ("ullVal", ctypes.c_ulonglong),
+        ("sllVal", ctypes.c_longlong),
+        ("siVal", ctypes.c_int),
+        ("usVal", ctypes.c_ushort),
+    ]
+
+
+class _Sample(ctypes.Structure):
+    # nvidia-ml-py's c_nvmlSample_t: timeStamp is a CPU time stamp in microseconds.
+    _fields_ = [
+        ("timeStamp", ctypes.c_ulonglong),
+        ("sampleValue", _Value),
+    ]
+
+
+class _C2cModeInfo(ctypes.Structure):
+    # nvidia-ml-py's c_nvmlC2cModeInfo_v1_t.
+    _fields_ = [("isC2cEnabled", ctypes.c_uint)]
+
+
 class FakeNVML(types.ModuleType):
     """A stand-in for the ``pynvml`` module, serving ``gpus`` (in NVML index order).
 
     ``clock`` drives power and energy (pass ``carbontrack.testing.FakeClock`` to run hours in
     milliseconds); time 0 is when the fake is created. ``init_error`` (an NVML error code) makes
     ``nvmlInit`` fail (``NVML_ERROR_LIBRARY_NOT_FOUND`` as on a host without the driver,
-    ``NVML_ERROR_NO_PERMISSION``...). ``versioned_processes_only=True`` makes the unversioned
-    process calls raise ``NVMLLibraryMismatchError`` as with an older driver. ``calls`` counts
+    ``NVML_ERROR_NO_PERMISSION``...). ``binding`` picks the nvidia-ml-py API (``BINDINGS``);
+    ``driver_has_v3=False`` is a driver without ``nvmlDeviceGetComputeRunningProcesses_v3``
+    (R470 and older), ``driver_has_v2=False`` one without ``_v2`` either; a missing driver
+    function raises ``NVMLError_FunctionNotFound`` from the versioned call, and the
+    unversioned call raises what that binding raises (``versioned_processes_only=True`` is
+    ``driver_has_v3=False``). Power sample time stamps follow ``wall_clock`` (seconds) from
+    when the fake is created: ``wall_s()`` is the fake's wall clock. ``calls`` counts
     every call by function name; ``init_count``/``shutdown_count`` count init and shutdown.
     """
 
@@ -332,8 +395,18 @@ class FakeNVML(types.ModuleType):
         init_error: int | None = None,
         driver_version: str = "550.54.15",
         versioned_processes_only: bool = False,
+        binding: str = "13.615",
+        driver_has_v3: bool = True,
+        driver_has_v2: bool = True,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(f"carbontrack_fake_nvml_{id(self):x}", "A fake pynvml (carbontrack).")
+        if binding not in BINDINGS:
+            raise ValueError(f"binding={binding!r} is not valid: expected one of {BINDINGS}")
+        self._hidden = _MISSING_IN_12535 if binding == "12.535" else frozenset()
+        self.binding = binding
+        self.driver_has_v3 = driver_has_v3 and not versioned_processes_only
+        self.driver_has_v2 = driver_has_v2
         self.gpus = list(gpus)
         self.clock = clock
         self.init_error = init_error
@@ -345,6 +418,7 @@ class FakeNVML(types.ModuleType):
         self._refcount = 0
         self._lock = threading.Lock()
         self._t0 = clock()
+        self._wall0 = wall_clock()
         for name, cls in ERROR_CLASSES.items():
             setattr(self, name, cls)
         for name, value in CONSTANTS.items():
@@ -360,6 +434,16 @@ class FakeNVML(types.ModuleType):
     def elapsed_s(self) -> float:
         """Seconds since the fake was created, on its clock."""
         return self.clock() - self._t0
+
+    def wall_s(self) -> float:
+        """The fake's wall clock (seconds since the epoch), which power samples are stamped on."""
+        return self._wall0 + self.elapsed_s()
+
+    def __getattribute__(self, name: str) -> Any:
+        # An older binding simply lacks some names: hasattr() and getattr() say so, as there.
+        if name in object.__getattribute__(self, "__dict__").get("_hidden", ()):
+            raise AttributeError(f"module has no attribute {name!r} (nvidia-ml-py 12.535)")
+        return super().__getattribute__(name)
 
     def true_energy_j(self, gpu: FakeGpu, start_s: float, end_s: float) -> float:
         """The exact energy ``gpu`` drew between two of the fake's times (the truth)."""
@@ -538,6 +622,41 @@ class FakeNVML(types.ModuleType):
             watts = gpu.trace.power_w(t)
         return round(watts * 1000)
 
+    def nvmlDeviceGetSamples(
+        self, device: object, sampling_type: int, timeStamp: int
+    ) -> tuple[int, list[_Sample]]:
+        """``(value type, samples newer than timeStamp)`` from the driver's buffer.
+
+        Only ``NVML_TOTAL_POWER_SAMPLES`` (mW, ``uiVal``); ``NVMLError_NotFound`` when there is
+        no newer sample, ``NotSupported`` without a buffer (NVML docs: nvmlDeviceGetSamples).
+        """
+        gpu = self._physical("nvmlDeviceGetSamples", device)
+        if not gpu.power_samples or sampling_type != CONSTANTS["NVML_TOTAL_POWER_SAMPLES"]:
+            raise NVMLError(CONSTANTS["NVML_ERROR_NOT_SUPPORTED"])
+        now = self.elapsed_s()
+        period = gpu.sample_period_s
+        last = math.floor(now / period)
+        first = max(0, last - gpu.sample_buffer + 1)
+        samples = []
+        for k in range(first, last + 1):
+            stamp = round((self._wall0 + k * period) * 1e6)
+            if stamp <= timeStamp:
+                continue
+            sample = _Sample()
+            sample.timeStamp = stamp
+            sample.sampleValue.uiVal = round(gpu.trace.power_w(k * period) * 1000)
+            samples.append(sample)
+        if not samples:
+            raise NVMLError(CONSTANTS["NVML_ERROR_NOT_FOUND"])
+        return CONSTANTS["NVML_VALUE_TYPE_UNSIGNED_INT"], samples
+
+    def nvmlDeviceGetC2cModeInfoV(self, handle: object) -> _C2cModeInfo:
+        """C2C mode (Grace Hopper/Blackwell superchips); ``NotSupported`` on other GPUs."""
+        gpu = self._physical("nvmlDeviceGetC2cModeInfoV", handle)
+        if gpu.c2c is None:
+            raise NVMLError(CONSTANTS["NVML_ERROR_NOT_SUPPORTED"])
+        return _C2cModeInfo(isC2cEnabled=1 if gpu.c2c else 0)
+
     def _processes(self, function: str, handle: object, graphics: bool) -> list[_ProcessInfo]:
         h = self._enter(function, handle)
         assert h is not None
@@ -554,9 +673,15 @@ class FakeNVML(types.ModuleType):
         return [_ProcessInfo(p, 0xFFFFFFFF, 0xFFFFFFFF) for p in pids]
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle: object) -> list[_ProcessInfo]:
-        """Processes with a compute context (``pid``, ``usedGpuMemory``...)."""
-        if self.versioned_processes_only:
+        """Processes with a compute context (``pid``, ``usedGpuMemory``...): the ``_v3`` call.
+
+        On a driver without ``_v3``: ``NVMLLibraryMismatchError`` (13.615, its
+        ``throwOnVersionMismatch``) or ``NVMLError_FunctionNotFound`` (12.535).
+        """
+        if not self.driver_has_v3:
             self.calls["nvmlDeviceGetComputeRunningProcesses"] += 1
+            if "NVMLLibraryMismatchError" in self._hidden:
+                raise NVMLError(CONSTANTS["NVML_ERROR_FUNCTION_NOT_FOUND"])
             raise NVMLLibraryMismatchError(
                 "Unversioned function called and the pyNVML version does not match the NVML "
                 "lib version. Either use matching pyNVML and NVML lib versions or use a "
@@ -564,8 +689,18 @@ class FakeNVML(types.ModuleType):
             )
         return self._processes("nvmlDeviceGetComputeRunningProcesses", handle, graphics=False)
 
+    def nvmlDeviceGetComputeRunningProcesses_v3(self, handle: object) -> list[_ProcessInfo]:
+        """The ``_v3`` variant; ``NVMLError_FunctionNotFound`` on a driver without it."""
+        if not self.driver_has_v3:
+            self.calls["nvmlDeviceGetComputeRunningProcesses_v3"] += 1
+            raise NVMLError(CONSTANTS["NVML_ERROR_FUNCTION_NOT_FOUND"])
+        return self._processes("nvmlDeviceGetComputeRunningProcesses_v3", handle, graphics=False)
+
     def nvmlDeviceGetComputeRunningProcesses_v2(self, handle: object) -> list[_ProcessInfo]:
-        """The ``_v2`` variant, for drivers without ``_v3``."""
+        """The ``_v2`` variant, for drivers without ``_v3`` (absent from nvidia-ml-py 12.535)."""
+        if not self.driver_has_v2:
+            self.calls["nvmlDeviceGetComputeRunningProcesses_v2"] += 1
+            raise NVMLError(CONSTANTS["NVML_ERROR_FUNCTION_NOT_FOUND"])
         return self._processes("nvmlDeviceGetComputeRunningProcesses_v2", handle, graphics=False)
 
     def nvmlDeviceGetGraphicsRunningProcesses(self, handle: object) -> list[_ProcessInfo]:

@@ -31,6 +31,19 @@ SudoMode = Literal["root", "allow", "refuse", "missing"]
 # The fakes are standalone scripts (no carbontrack import) so that they start in milliseconds.
 _POWERMETRICS = r"""
 import json, os, plistlib, signal, sys, time
+
+
+def exec_time():
+    # When this process was exec'd, on the monotonic clock: the real powermetrics is a C program
+    # that starts sampling within milliseconds, while this script's interpreter can take a
+    # second to start on a loaded machine. /proc/self/stat field 22 is the start time in clock
+    # ticks of the boot-time clock (proc(5)); elsewhere: now.
+    try:
+        fields = open("/proc/self/stat").read().rpartition(")")[2].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        return started - (time.clock_gettime(time.CLOCK_BOOTTIME) - time.monotonic())
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.monotonic()
 from datetime import datetime, timezone
 
 CONFIG = __CONFIG__
@@ -127,7 +140,8 @@ if os.environ.get("FAKE_SUDO_ROOT") == "1" and cfg["sudo"] == "root":
         signal.signal(s, refused)
 
 
-last = time.monotonic()
+# The first sample covers the time since the command (sudo, when run through it) started.
+last = min(float(os.environ.get("FAKE_EXEC_T", "inf")), exec_time())
 n = 0
 while count == 0 or n < count:
     time.sleep(max(0.0, last + interval_s - time.monotonic()))
@@ -162,7 +176,20 @@ while count == 0 or n < count:
 """
 
 _SUDO = r"""
-import json, os, signal, subprocess, sys
+import json, os, signal, subprocess, sys, time
+
+
+def exec_time():
+    # When this process was exec'd, on the monotonic clock: the real powermetrics is a C program
+    # that starts sampling within milliseconds, while this script's interpreter can take a
+    # second to start on a loaded machine. /proc/self/stat field 22 is the start time in clock
+    # ticks of the boot-time clock (proc(5)); elsewhere: now.
+    try:
+        fields = open("/proc/self/stat").read().rpartition(")")[2].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        return started - (time.clock_gettime(time.CLOCK_BOOTTIME) - time.monotonic())
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.monotonic()
 
 CONFIG = __CONFIG__
 cfg = json.loads(open(CONFIG).read())
@@ -176,7 +203,7 @@ if not args or args[0] != "-n":
 if cfg["sudo"] == "refuse":
     sys.stderr.write("sudo: a password is required\n")
     sys.exit(1)
-env = dict(os.environ, FAKE_SUDO_ROOT="1")
+env = dict(os.environ, FAKE_SUDO_ROOT="1", FAKE_EXEC_T=repr(exec_time()))
 child = subprocess.Popen(args[1:], env=env)
 
 

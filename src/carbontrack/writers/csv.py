@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from carbontrack import _files
 from carbontrack.hookspecs import hookimpl
 from carbontrack.model import J_PER_KWH, EpochRecord, Prediction, Report, RunInfo, component_of
 from carbontrack.paths import log_dir
@@ -176,10 +177,11 @@ def _encode(cells: Sequence[str]) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
-def _append(path: Path, data: bytes) -> None:
+def _append(path: Path, data: bytes, file_mode: str = "private") -> None:
     # O_APPEND and a single write(): rows from other processes land whole, never interleaved.
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, _files.modes(file_mode)[0])
     try:
+        _files.apply_mode(fd, file_mode)  # one policy for every file of the log directory
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
@@ -187,12 +189,13 @@ def _append(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def _create_with_header(path: Path, header: bytes) -> None:
+def _create_with_header(path: Path, header: bytes, file_mode: str = "private") -> None:
     """Create ``path`` holding ``header`` unless it exists, without a moment where another
     process could see it empty (and put a row before the header)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _files.make_dirs(path.parent, file_mode)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        _files.apply_mode(fd, file_mode)  # mkstemp makes 0600; "shared" opens it to the group
         with os.fdopen(fd, "wb") as f:
             f.write(header)
         try:
@@ -201,8 +204,13 @@ def _create_with_header(path: Path, header: bytes) -> None:
             pass
         except OSError:
             # No hard links on this file system: exclusive create is the next best thing.
-            with contextlib.suppress(FileExistsError), path.open("xb") as f:
-                f.write(header)
+            with contextlib.suppress(FileExistsError):
+                made = os.open(
+                    path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _files.modes(file_mode)[0]
+                )
+                with os.fdopen(made, "wb") as f:
+                    _files.apply_mode(made, file_mode)
+                    f.write(header)
     finally:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -221,7 +229,7 @@ class CsvWriter:
         # Files whose header was checked, mapped to the file rows really go to.
         self._targets: dict[Path, Path] = {}
 
-    def _target(self, path: Path, header: bytes) -> Path:
+    def _target(self, path: Path, header: bytes, file_mode: str) -> Path:
         """The file to append to: ``path``, or a numbered sibling when ``path`` has other
         columns (written by another carbontrack version), so that no row lands under a header
         that does not describe it."""
@@ -230,7 +238,7 @@ class CsvWriter:
             return target
         candidate, n = path, 1
         while True:
-            _create_with_header(candidate, header)
+            _create_with_header(candidate, header, file_mode)
             # Line ends may differ (a file saved again by an editor); the columns may not.
             if _first_line(candidate).rstrip(b"\r\n") == header.rstrip(b"\r\n"):
                 break
@@ -246,11 +254,13 @@ class CsvWriter:
         self._targets[path] = candidate
         return candidate
 
-    def _write(self, path: Path, columns: Sequence[str], row: Mapping[str, Cell]) -> None:
+    def _write(
+        self, path: Path, columns: Sequence[str], row: Mapping[str, Cell], file_mode: str
+    ) -> None:
         header = _encode(columns)
         data = _encode([_cell(row[c]) for c in columns])
         with self._lock:
-            _append(self._target(path, header), data)
+            _append(self._target(path, header, file_mode), data, file_mode)
 
     @hookimpl
     def carbontrack_epoch_ended(
@@ -259,10 +269,10 @@ class CsvWriter:
         """Append the epoch (and the prediction made after it) to the epochs file."""
         if settings.write_log:
             row = epoch_row(run.run_id, epoch, prediction)
-            self._write(epochs_csv_path(settings), EPOCH_COLUMNS, row)
+            self._write(epochs_csv_path(settings), EPOCH_COLUMNS, row, settings.file_mode)
 
     @hookimpl
     def carbontrack_report_ready(self, report: Report, settings: Settings) -> None:
         """Append the run to the runs file."""
         if settings.write_log:
-            self._write(runs_csv_path(settings), RUN_COLUMNS, run_row(report))
+            self._write(runs_csv_path(settings), RUN_COLUMNS, run_row(report), settings.file_mode)

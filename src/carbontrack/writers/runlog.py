@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from carbontrack._files import open_append
 from carbontrack._redact import redact_argv
 from carbontrack._version import __version__
 from carbontrack.hookspecs import hookimpl
@@ -67,9 +68,9 @@ class RunLogWriter:
             # Rank 0 finds the other ranks' logs of this job by name in the shared log dir.
             tag = job_file_tag(run.job.job_id, run.job_sequence, run.job.rank)
             path = path.with_name(f"{path.stem}-{tag}{path.suffix}")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # Private to the user unless file_mode="shared": it holds the command line and host.
         with self._lock:
-            self._files[run.run_id] = path.open("a", encoding="utf-8")
+            self._files[run.run_id] = open_append(path, settings.file_mode)
         header = {
             "type": "header",
             "schema": SCHEMA_VERSION,
