@@ -177,7 +177,6 @@ class Tracker:
                     log_dir=log_dir(self.settings),
                     wait_s=self.settings.job_wait_s,
                     store_finder=self._store_finder,
-                    clock=self._clock,
                 )
             self._sampler = Sampler(
                 self._host,

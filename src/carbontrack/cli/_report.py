@@ -68,10 +68,18 @@ class RunSummary:
     estimated: bool = False
     predicted_co2eq_g: float | None = None
     note: str = ""
+    # A multi-process job (see _report_jobs): its id, and for a node's or a rank's row of it
+    # (``--by node`` / ``--by rank``) the node and rank; ``ranks`` counts the ranks seen.
+    job_id: str = ""
+    node: str = ""
+    rank: int | None = None
+    ranks: int | None = None
+    part: str = ""
+    parts: tuple[RunSummary, ...] = attrs.field(default=(), eq=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-compatible data."""
-        return attrs.asdict(self)
+        return attrs.asdict(self, filter=lambda a, _v: a.name != "parts")
 
 
 # -- our JSON Lines run logs -------------------------------------------------------------------
@@ -490,10 +498,20 @@ def aggregate(runs: list[RunSummary]) -> dict[str, Any]:
 
 
 def read_runs(paths: Iterable[str | Path]) -> tuple[list[RunSummary], list[str], int]:
-    """Every run in the logs under ``paths``, the warnings, and how many log files were read."""
+    """Every run in the logs under ``paths``, the warnings, and how many log files were read.
+
+    The per-rank logs of one multi-process job are one run (``RunSummary.parts`` holds its
+    nodes and ranks), so that totals count each job once.
+    """
+    from carbontrack.cli._report_jobs import is_job_log, read_jobs
+
     logs, warnings = find_logs(paths)
-    runs: list[RunSummary] = []
+    job_logs = [p for p, kind in logs if kind == "carbontrack" and is_job_log(p)]
+    runs: list[RunSummary] = read_jobs(job_logs, warnings, RunSummary)
+    grouped = set(job_logs)
     for path, kind in logs:
+        if path in grouped:
+            continue
         try:
             if kind == "carbontrack":
                 summary = parse_run_log(path, warnings)
@@ -563,7 +581,7 @@ def format_text(runs: list[RunSummary], total: Mapping[str, Any]) -> str:
 def format_csv(runs: list[RunSummary], total: Mapping[str, Any]) -> str:
     """One row per run, then a total row."""
     out = io.StringIO()
-    fields = [f.name for f in attrs.fields(RunSummary)]
+    fields = [f.name for f in attrs.fields(RunSummary) if f.name != "parts"]
     writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for r in runs:
@@ -612,6 +630,13 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--json", action="store_const", const="json", dest="format", help="--format json"
     )
+    p.add_argument(
+        "--by",
+        choices=("job", "node", "rank"),
+        default="job",
+        help="a multi-process job (torchrun, srun, mpirun) as one row (default), or one row "
+        "per node or per rank; totals count each job once either way",
+    )
 
 
 def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -631,7 +656,11 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | No
             file=err,
         )
         return 1
+    # Totals over whole jobs; the rows shown may break a job down by node or rank.
     total = aggregate(runs)
+    from carbontrack.cli._report_jobs import expand
+
+    runs = expand(runs, getattr(args, "by", "job") or "job")
     fmt = getattr(args, "format", "text") or "text"
     if fmt == "json":
         data = {

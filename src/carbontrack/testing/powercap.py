@@ -9,9 +9,11 @@ Its figures are simulated: never report them as measured.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
@@ -316,6 +318,30 @@ class FakePowercap:
         clock: _AdvancingClock = self.clock  # type: ignore[assignment]
         clock.advance(seconds)
         self.sync(write=write)
+
+    @contextlib.contextmanager
+    def live(self, interval_s: float = 0.005) -> Iterator[FakePowercap]:
+        """Advance the counters in real time while the block runs, as the kernel does.
+
+        For tests where other processes read the tree: a thread calls ``sync()`` every
+        ``interval_s`` (the tree's clock must be a real one, such as ``time.monotonic``), so a
+        reader sees energy at most ``interval_s`` old.
+        """
+        stop = threading.Event()
+
+        def run() -> None:
+            while not stop.wait(interval_s):
+                self.sync()
+
+        self.sync()
+        thread = threading.Thread(target=run, name="fake-powercap-live", daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            thread.join(5)
+            self.sync()
 
     def mask(self) -> None:
         """Hide ``devices/virtual/powercap`` as container runtimes do: the symlinks dangle."""
