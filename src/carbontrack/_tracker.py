@@ -31,6 +31,7 @@ from carbontrack.errors import BudgetExceeded, UsageError
 from carbontrack.model import (
     J_PER_KWH,
     METHODS,
+    Command,
     ComponentEnergy,
     Device,
     DeviceEnergy,
@@ -51,6 +52,10 @@ from carbontrack.settings import Settings, make_settings
 __all__ = ["Tracker", "track", "track_epochs"]
 
 logger = logging.getLogger(__name__)
+
+#: Seconds to the first checkpoint (then every ``checkpoint_s``): a run killed early, even
+#: within its first minute, leaves the energy of its first seconds in the run log.
+FIRST_CHECKPOINT_S = 5.0
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -120,6 +125,8 @@ class Tracker:
         self._epoch_open: tuple[float, float, float, dict[str, float]] | None = None
         self._warnings: list[str] = []
         self._budget_hit: Prediction | None = None
+        #: Set by ``carbontrack run``: the command measured, then how it ended (before stop()).
+        self.command: Command | None = None
         # 48 random bits, as uuid4().hex[:12] gave, without importing uuid at every start.
         self.run_id = os.urandom(6).hex()
         self._pid = os.getpid()
@@ -169,8 +176,12 @@ class Tracker:
             self._location = self._host.first("carbontrack_locate", settings=self.settings) or (
                 Location(country=None, source="unknown")
             )
-            # Asked once: a run without a live exporter builds no per-tick sample at all.
-            self._sample_hook = bool(self._host.implementers("carbontrack_sample"))
+            # Asked once: a run without a live exporter builds no per-tick sample at all (the
+            # built-in Prometheus exporter only wants them when the run exports).
+            wants_samples = set(self._host.implementers("carbontrack_sample"))
+            if self.settings.prometheus is None and self.settings.prometheus_push is None:
+                wants_samples.discard("prometheus")
+            self._sample_hook = bool(wants_samples)
             self._started_wall = self._wall_clock()
             self._intensity = self._intensity_for(self._started_wall, self._started_wall)
             if self._job is not None:
@@ -623,6 +634,7 @@ class Tracker:
             warnings=tuple(warnings),
             partial=any(d.dropped for d in devices) or bool(self._unavailable),
             final=final,
+            command=self.command,
             carbontrack_version=__version__,
             job=self._rank_job_report(
                 final=final, devices=devices, energy_j=energy, co2eq_g=co2, now=now
@@ -832,7 +844,12 @@ class Tracker:
             self._host.broadcast(
                 "carbontrack_sample", sample=self._sample(now), settings=self.settings
             )
-        if now - self._last_checkpoint < self.settings.checkpoint_s:
+        # The first checkpoint comes early: a run killed before one whole interval still
+        # leaves a measurement in its log.
+        due = self.settings.checkpoint_s
+        if self._last_checkpoint == self._started:
+            due = min(due, FIRST_CHECKPOINT_S)
+        if now - self._last_checkpoint < due:
             return
         self._last_checkpoint = now
         # Never wait for the caller's thread: it may hold the lock while stop() joins this

@@ -19,6 +19,7 @@ from carbontrack._job import JobInfo
 __all__ = [
     "METHODS",
     "SCHEMA_VERSION",
+    "Command",
     "ComponentEnergy",
     "Device",
     "DeviceEnergy",
@@ -219,6 +220,10 @@ class Prediction:
     the intensity forecast when ``forecast_used``). ``best_start_ts`` is the start time in the
     forecast horizon that minimises the CO2eq of the whole run, and ``best_start_saving_g``
     what that saves against starting the whole run now (both ``None`` without a forecast).
+    ``trend`` says how a linear trend in epoch energy was handled (3 or more epochs in the
+    mean): ``"modelled"`` (the trend is clear: the remaining epochs follow the fitted line) or
+    ``"allowed for"`` (no clear trend: the mean, with an interval wide enough for a trend the
+    epochs cannot rule out); ``trend_j_per_epoch`` is the fitted slope.
     """
 
     after_epoch: int
@@ -239,6 +244,8 @@ class Prediction:
     forecast_used: bool = False
     best_start_ts: float | None = None
     best_start_saving_g: float | None = None
+    trend: str | None = None
+    trend_j_per_epoch: float | None = None
 
 
 @attrs.frozen
@@ -251,6 +258,20 @@ class EpochRecord:
     energy_j: float
     co2eq_g: float
     energy_by_component_j: Mapping[str, float] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class Command:
+    """The command ``carbontrack run`` measured: its command line and how it ended.
+
+    ``argv`` has secrets masked (``carbontrack._redact``). ``exit_code`` is what carbontrack
+    exited with: the command's own code, 128+N when signal N killed it (``signal`` names it);
+    ``None`` while it runs, so a checkpoint left by a killed carbontrack says the end is unknown.
+    """
+
+    argv: tuple[str, ...]
+    exit_code: int | None = None
+    signal: str | None = None
 
 
 @attrs.frozen
@@ -389,6 +410,7 @@ class Report:
     warnings: tuple[str, ...] = ()
     partial: bool = False
     final: bool = True
+    command: Command | None = None
     carbontrack_version: str = ""
     schema: int = SCHEMA_VERSION
     job: JobReport | None = None
