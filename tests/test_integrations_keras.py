@@ -18,6 +18,7 @@ np = pytest.importorskip("numpy")
 
 from carbontrack import InvalidOption, track
 from carbontrack.integrations.keras import CarbonTrackCallback
+from carbontrack.testing.launchers import torchrun_env
 from integration_helpers import QUIET, assert_finished_run, assert_logged_figures, fake_hardware
 
 # Keras's torch backend converts tensors with a call numpy 2 deprecates: Keras's noise, not ours.
@@ -155,22 +156,31 @@ def test_explicit_epochs_win_over_fit_and_the_report_says_so(tmp_path: Path) -> 
     assert any("epochs=10 was given" in w for w in callback.report.warnings)
 
 
-def test_only_local_rank_0_measures_and_only_rank_0_logs(
+def test_under_a_launcher_each_rank_joins_the_job_and_only_rank_0_logs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # torchrun's variables for rank 1, then rank 0, of a job of two on one node: Keras has no
+    # ranks of its own, so the callback and the tracker read the launcher's.
     x, y = _data()
-    monkeypatch.setenv("RANK", "1")
-    monkeypatch.setenv("LOCAL_RANK", "1")
-    silent = CarbonTrackCallback(plugins=[fake_hardware()], log_dir=tmp_path / "r1", **QUIET)
-    history = _model().fit(x, y, epochs=2, batch_size=16, callbacks=[silent], verbose=0)
-    assert silent.report is None
-    assert not (tmp_path / "r1").exists()
+    options = {**QUIET, "log_dir": tmp_path, "job_wait_s": 0.2}
+    for name, value in torchrun_env(1, nproc_per_node=2, run_id="keras").items():
+        monkeypatch.setenv(name, value)
+    one = CarbonTrackCallback(plugins=[fake_hardware()], **options)
+    history = _model().fit(x, y, epochs=2, batch_size=16, callbacks=[one], verbose=0)
+    assert one.report is not None
+    assert one.report.job is not None
+    assert one.report.job.scope == "rank"
+    # The node's CPU is read by the node leader (local rank 0) alone; a single GPU is read by
+    # the rank it is bound to (the job's ledger counts a shared one once).
+    assert [d.id for d in one.report.devices] == ["gpu0"]
     assert not any(k.startswith("carbontrack/") for k in history.history)
 
-    # The leader of a second node measures its node but leaves the logs to global rank 0.
-    monkeypatch.setenv("RANK", "4")
-    monkeypatch.setenv("LOCAL_RANK", "0")
-    leader = CarbonTrackCallback(plugins=[fake_hardware()], log_dir=tmp_path / "r4", **QUIET)
-    history = _model().fit(x, y, epochs=2, batch_size=16, callbacks=[leader], verbose=0)
-    assert_finished_run(leader.report, tmp_path / "r4", epochs=2)
-    assert not any(k.startswith("carbontrack/") for k in history.history)
+    for name, value in torchrun_env(0, nproc_per_node=2, run_id="keras").items():
+        monkeypatch.setenv(name, value)
+    zero = CarbonTrackCallback(plugins=[fake_hardware()], **options)
+    history = _model().fit(x, y, epochs=2, batch_size=16, callbacks=[zero], verbose=0)
+    assert zero.report is not None
+    assert zero.report.job is not None
+    assert zero.report.job.scope == "job"
+    assert zero.report.energy_j > 0
+    assert len(history.history["carbontrack/energy_kwh"]) == 2

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from carbontrack._safe import safe
+from carbontrack.errors import InvalidOption
 from carbontrack.model import J_PER_KWH, EpochRecord, Report
 from carbontrack.settings import Settings, make_settings
 
@@ -52,40 +53,45 @@ METRICS = (ENERGY_KWH, CO2EQ_G, POWER_W, PREDICTED_CO2EQ_G, PREDICTED_ENERGY_KWH
 
 @attrs.frozen
 class Place:
-    """Where this process sits in a training job: its global rank and its rank on the node.
+    """Where this process sits in a training job, as the framework (or the launcher) says.
 
-    Local rank 0 measures the node (one measurement per node); global rank 0 alone logs the
-    figures and prints the summary.
+    ``rank`` is the global rank, ``local_rank`` the rank on this node (``None``: not known),
+    ``world_size`` the number of processes. Global rank 0 alone logs the figures and prints.
     """
 
     rank: int = 0
-    local_rank: int = 0
+    local_rank: int | None = 0
+    world_size: int = 1
 
     @property
     def logs(self) -> bool:
         """Whether this process puts figures in the framework's logs and prints."""
         return self.rank == 0
 
-    @property
-    def measures(self) -> bool:
-        """Whether this process measures its node."""
-        return self.local_rank == 0
-
 
 def place_from_env(env: Mapping[str, str] | None = None) -> Place:
-    """This process's place from the launcher's environment (torchrun's ``RANK``/``LOCAL_RANK``).
+    """This process's place from the launcher's environment (torchrun, Slurm, MPI).
 
-    A process started by no launcher is rank 0 of a job of one.
+    A process started by no launcher, or in an environment that contradicts itself (the
+    tracker reports that when it starts), is rank 0 of a job of one.
     """
-    env = os.environ if env is None else env
+    from carbontrack._job import detect_job
 
-    def number(name: str) -> int:
-        try:
-            return max(int(env.get(name, "0")), 0)
-        except ValueError:
-            return 0
+    try:
+        job = detect_job(env)
+    except InvalidOption:
+        return Place()
+    if job is None:
+        return Place()
+    return Place(rank=job.rank, local_rank=job.local_rank, world_size=job.world_size)
 
-    return Place(rank=number("RANK"), local_rank=number("LOCAL_RANK"))
+
+def _rendezvous_id(env: Mapping[str, str]) -> str:
+    # torch.distributed's env:// rendezvous address is the same in every process of a job and
+    # different from any job running beside it: the id the job module derives from it too.
+    master = env.get("MASTER_ADDR", "").strip()
+    port = env.get("MASTER_PORT", "").strip()
+    return f"torch-{master}-{port}" if master and port else ""
 
 
 class TrainingRun:
@@ -114,6 +120,7 @@ class TrainingRun:
         self.steps_total: int | None = None
         self._by_epochs = True
         self._epoch_open = False
+        self._predictions_seen = 0
         # (duration_s, energy_j) when the figures were last given: power over the interval.
         self._mark = (0.0, 0.0)
 
@@ -129,12 +136,16 @@ class TrainingRun:
         place: Place,
         steps_total: int | None = None,
         limit: str = "",
+        ranks_from_framework: bool = True,
     ) -> None:
         """Start measuring a training of ``epochs`` epochs (``None``: not known).
 
         ``steps_total`` set means the training is driven by steps (``max_steps``): the run is
         measured whole, without epochs, and predictions come from progress. ``limit`` names the
-        framework's setting for the report's note (``max_epochs=3``).
+        framework's setting for the report's note (``max_epochs=3``). In a job of several
+        processes every process runs a tracker in carbontrack's job mode (one reader per device,
+        rank 0's report is the job's), with the framework's ranks unless
+        ``ranks_from_framework`` is false (the tracker reads the launcher's then).
         """
         if self.running:
             self.finish(
@@ -145,20 +156,18 @@ class TrainingRun:
         self.place = place
         self.steps_total = steps_total
         self._epoch_open = False
+        self._predictions_seen = 0
         self._mark = (0.0, 0.0)
-        if not place.measures:
-            # Another process on this node (local rank 0) measures the node's hardware.
-            logger.debug(
-                "carbontrack: rank %d (local rank %d) measures nothing; local rank 0 does",
-                place.rank,
-                place.local_rank,
-            )
+        job_options, alone = self._job_options(place, ranks_from_framework)
+        if alone and place.local_rank not in (0, None):
+            # No id shared by the job's processes: the node's local rank 0 measures the node.
+            logger.debug("carbontrack: rank %d measures nothing; local rank 0 does", place.rank)
             self.tracker = None
             return
         given = self.settings.epochs
         planned = given if given is not None else (None if steps_total else epochs)
         self._by_epochs = planned is not None
-        options = {**self._options, "epochs": planned}
+        options = {**self._options, **job_options, "epochs": planned}
         if not place.logs:
             options["verbose"] = 0
         settings = make_settings(**options)
@@ -168,6 +177,13 @@ class TrainingRun:
         tracker = Tracker(settings, plugins=self._plugins, autoload=self._autoload)
         tracker.start()
         self.tracker = tracker
+        if alone:
+            tracker._warn(
+                f"{self.framework} runs {place.world_size} processes, but no id shared by all of "
+                "them was found (no launcher variables, no MASTER_ADDR/MASTER_PORT): each node's "
+                "local rank 0 measured its node alone, and no job total was made; pass job_id= "
+                "(the same string in every process) for one"
+            )
         if given is not None and epochs is not None and given != epochs and not steps_total:
             tracker._warn(
                 f"epochs={given} was given, but {self.framework} is set to train {epochs} "
@@ -178,6 +194,41 @@ class TrainingRun:
                 f"{self.framework} sets no number of epochs ({limit or 'none given'}): the run "
                 "is measured, but nothing is predicted; pass epochs= to the callback to predict"
             )
+
+    def _job_options(self, place: Place, ranks_from_framework: bool) -> tuple[dict[str, Any], bool]:
+        """track() options that make this process's tracker a member of its job.
+
+        Returns the options, and whether the job has no shared id (then ``distributed=False``:
+        each process measures alone). Options the user gave win.
+        """
+        given = self._options
+        if place.world_size <= 1 or given.get("distributed") is False:
+            return {}, False
+        options: dict[str, Any] = {}
+        if ranks_from_framework:
+            for name, value in (
+                ("rank", place.rank),
+                ("local_rank", place.local_rank),
+                ("world_size", place.world_size),
+            ):
+                if given.get(name) is None and value is not None:
+                    options[name] = value
+        if given.get("job_id") is None:
+            from carbontrack._job import detect_job
+
+            # Contradictions (rank=5 of world_size=2) raise InvalidOption here, before training.
+            job = detect_job(
+                rank=options.get("rank", given.get("rank")),
+                local_rank=options.get("local_rank", given.get("local_rank")),
+                world_size=options.get("world_size", given.get("world_size")),
+            )
+            if job is None or not job.job_id:
+                # Lightning's own DDP launcher sets the rendezvous address but no RANK.
+                fallback = _rendezvous_id(os.environ)
+                if not fallback:
+                    return {"distributed": False}, True
+                options["job_id"] = fallback
+        return options, False
 
     def epoch_start(self) -> None:
         """A training epoch starts (nothing happens when the run has no epochs)."""
@@ -217,7 +268,11 @@ class TrainingRun:
         figures = {ENERGY_KWH: energy_j / J_PER_KWH, CO2EQ_G: co2_g}
         if record.duration_s > 0:
             figures[POWER_W] = record.energy_j / record.duration_s
-        if prediction is not None and (repeat_prediction or prediction.after_epoch == record.index):
+        # A prediction is new when made at this epoch's end (rank 0 of a job predicts once the
+        # job's epoch is complete, which may be an epoch later).
+        new = len(tracker._predictions) > self._predictions_seen
+        self._predictions_seen = len(tracker._predictions)
+        if prediction is not None and (repeat_prediction or new):
             figures[PREDICTED_CO2EQ_G] = prediction.co2eq_g
             figures[PREDICTED_ENERGY_KWH] = prediction.energy_j / J_PER_KWH
         return figures
@@ -283,8 +338,11 @@ class CallbackMixin:
 
     @property
     def report(self) -> Report | None:
-        """The final ``Report`` once training has ended (``None`` before, and on processes
-        that measure nothing: in a distributed job, local rank 0 measures each node)."""
+        """The final ``Report`` once training has ended (``None`` before).
+
+        In a job of several processes, rank 0's report is the job's (every node's energy, with
+        a breakdown); another rank's report holds what that rank read itself.
+        """
         return self._carbontrack.report
 
     @property

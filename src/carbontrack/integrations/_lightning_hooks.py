@@ -47,7 +47,11 @@ class LightningHooks(CallbackMixin):
         limit = f"max_epochs={max_epochs}" + (f", max_steps={max_steps}" if steps_total else "")
         self._carbontrack.start(
             epochs=epochs,
-            place=Place(rank=int(trainer.global_rank), local_rank=int(trainer.local_rank)),
+            place=Place(
+                rank=int(trainer.global_rank),
+                local_rank=int(trainer.local_rank),
+                world_size=int(trainer.world_size),
+            ),
             steps_total=steps_total,
             limit=limit,
         )
@@ -101,7 +105,9 @@ def _steps_per_epoch(trainer: Any) -> int | None:
 def _log(trainer: Any, pl_module: Any, figures: dict[str, float], *, on_step: bool) -> None:
     import torch  # Lightning's own dependency: here it is imported already
 
-    # Only global rank 0 has figures, hence rank_zero_only (no collective to wait for).
+    # Only global rank 0 has figures, hence rank_zero_only. With it, sync_dist=True reduces
+    # nothing (Lightning's sync function is a no-op for rank-zero-only values: no collective a
+    # rank might not join) and spares users Lightning's advice to pass sync_dist=True.
     # logger=None is Lightning's default: every configured logger and trainer.logged_metrics
     # get the figures, and no warning when there is no logger. Float64 tensors keep the figures
     # exact (a float becomes a float32 tensor) and skip a conversion in each call, which costs
@@ -116,5 +122,6 @@ def _log(trainer: Any, pl_module: Any, figures: dict[str, float], *, on_step: bo
             prog_bar=False,
             logger=None,
             rank_zero_only=True,
+            sync_dist=True,
             batch_size=1,
         )

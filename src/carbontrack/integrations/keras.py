@@ -35,7 +35,13 @@ class CarbonTrackCallback(CallbackMixin, keras.callbacks.Callback):  # type: ign
         """Start measuring; the planned epochs come from ``fit(epochs=...)``."""
         epochs = (self.params or {}).get("epochs")
         planned = epochs if isinstance(epochs, int) and epochs > 0 else None
-        self._carbontrack.start(epochs=planned, place=place_from_env(), limit=f"epochs={epochs}")
+        # Keras has no ranks of its own: the tracker reads the launcher's (torchrun, Slurm, MPI).
+        self._carbontrack.start(
+            epochs=planned,
+            place=place_from_env(),
+            limit=f"epochs={epochs}",
+            ranks_from_framework=False,
+        )
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         """A training epoch starts."""

@@ -53,7 +53,11 @@ class CarbonTrackCallback(CallbackMixin, TrainerCallback):  # type: ignore[misc]
             limit = f"num_train_epochs={args.num_train_epochs:g}"
         self._carbontrack.start(
             epochs=epochs,
-            place=Place(rank=int(args.process_index), local_rank=int(args.local_process_index)),
+            place=Place(
+                rank=int(args.process_index),
+                local_rank=int(args.local_process_index),
+                world_size=int(args.world_size),
+            ),
             steps_total=steps_total,
             limit=limit or f"num_train_epochs={args.num_train_epochs:g}",
         )
