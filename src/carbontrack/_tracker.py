@@ -949,6 +949,10 @@ class _Track:
         self._plugins = plugins
         self._autoload = autoload
         self._local = threading.local()
+        # Every run entered and not yet exited, in order, whatever the thread: a `with` entered
+        # in one thread and exited in another (a callback, an executor) still ends its run.
+        self._open: list[Tracker] = []
+        self._open_lock = threading.Lock()
 
     def new_tracker(self) -> Tracker:
         """A new, unstarted ``Tracker`` with these options."""
@@ -959,10 +963,24 @@ class _Track:
         stack: list[Tracker] = self._local.__dict__.setdefault("stack", [])
         tracker.start()
         stack.append(tracker)
+        with self._open_lock:
+            self._open.append(tracker)
         return tracker
 
     def __exit__(self, *exc_info: object) -> None:
-        tracker = self._local.stack.pop()
+        stack: list[Tracker] = self._local.__dict__.setdefault("stack", [])
+        with self._open_lock:
+            while stack and stack[-1] not in self._open:
+                stack.pop()  # ended by an exit in another thread
+            if stack:
+                tracker = stack.pop()
+            elif self._open:
+                # Entered in another thread: the run entered last is the one ending.
+                tracker = self._open[-1]
+            else:
+                return  # nothing entered: exiting twice is not the user's code's problem
+            if tracker in self._open:
+                self._open.remove(tracker)
         tracker.__exit__(*exc_info)
 
     def __call__(self, func: Callable[P, R]) -> Callable[P, R]:

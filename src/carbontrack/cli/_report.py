@@ -795,11 +795,18 @@ def usage_error(err: TextIO, message: str) -> int:
 
 
 def _write_output(target: str, text: str) -> None:
-    # Written next to the target and renamed: a reader never sees half a page.
-    path = Path(target).expanduser()
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    # Written next to the target and renamed: a reader never sees half a page. The runs it
+    # lists say where and what ran: the logs' file mode ($CARBONTRACK_FILE_MODE, the config
+    # file's file_mode, else private) holds for it too.
+    from carbontrack import _files
+    from carbontrack.errors import InvalidOption
+    from carbontrack.settings import default_file_mode
+
+    try:
+        mode = default_file_mode()
+    except InvalidOption:  # a broken setting never costs the report: private is the safe side
+        mode = "private"
+    _files.write_bytes(Path(target).expanduser(), text.encode("utf-8"), mode)
 
 
 def check_output(target: str | None, err: TextIO) -> bool:
