@@ -81,6 +81,10 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakePowerm
     monkeypatch.delenv(pm.FORCE_ENV, raising=False)
     # Through sudo, as a normal user would run it, even where the tests run as root.
     monkeypatch.setattr(pm, "_running_as_root", lambda: False)
+    if os.geteuid() != 0:
+        # The fake in the test's directory is the tester's own file, which sudo must never run
+        # (issue 21): the trust check itself is tested where the tests run as root (CI).
+        monkeypatch.setattr(pm, "trust_problem", lambda _path: None)
     yield fake
     assert fake.leftover_pids() == []
 
@@ -742,6 +746,7 @@ def test_native_arm64_python_is_not_called_rosetta(fake: FakePowermetrics) -> No
 # -- the sudoers fix never grants root (issue 21) ------------------------------------------------
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown and the trust check need root")
 def test_a_user_owned_powermetrics_first_on_path_is_never_run_or_named_for_sudo(
     fake: FakePowermetrics, tmp_path: Path
 ) -> None:
@@ -760,6 +765,7 @@ def test_a_user_owned_powermetrics_first_on_path_is_never_run_or_named_for_sudo(
     assert "/usr/bin/powermetrics" in unavailable.fix
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown and the trust check need root")
 def test_a_powermetrics_in_a_directory_others_can_write_is_refused(
     fake: FakePowermetrics,
 ) -> None:
@@ -792,3 +798,23 @@ def test_the_trust_check_accepts_root_owned_files_in_sticky_directories(tmp_path
 def test_the_sudoers_rule_escapes_what_sudoers_requires() -> None:
     fix = pm.sudoers_fix("alice", ["/usr/bin/powermetrics", "-s", "a,b", "-x", "c:d=e!"])
     assert "alice ALL=(root) NOPASSWD: /usr/bin/powermetrics -s a\\,b -x c\\:d\\=e\\!" in fix
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown and the trust check need root")
+def test_the_devices_command_never_prints_a_rule_for_a_user_owned_powermetrics(
+    fake: FakePowermetrics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 21's reproduction, through `carbontrack devices` (in process, so that the test can
+    # run it as a user that needs sudo).
+    from carbontrack.cli._devices import format_text, inspect_devices
+
+    monkeypatch.setenv(pm.FORCE_ENV, "1")
+    os.chown(fake.executable, 4321, 4321)
+    fake.configure(sudo="refuse")
+    views = inspect_devices(window_s=0.1)
+    text = format_text(views, 0.1)
+    assert "powermetrics" in text
+    assert "NOPASSWD" not in text
+    assert str(fake.executable) + " -f" not in text
+    assert "not root" in text
+    assert fake.invocations("sudo") == []
