@@ -265,3 +265,45 @@ def test_report_reads_a_job_whose_rank_zero_was_killed_and_marks_it_partial(
     assert node2.job is not None
     # Node 2's leader finished; node 1's leader (rank 0) counts up to its last checkpoint.
     assert data["total"]["energy_kwh"] * 3.6e6 > node2.energy_j
+
+
+def test_carbontrack_run_per_srun_task_measures_each_node_once(tmp_path: Path) -> None:
+    logs, out = tmp_path / "logs", tmp_path / "out"
+    out.mkdir()
+    with _node(tmp_path / "hw1", 80.0) as n1, _node(tmp_path / "hw2", 20.0) as n2:
+        procs = []
+        for rank, env in enumerate(_slurm_envs({"node1": n1, "node2": n2})):
+            cmd = [sys.executable, "-m", "carbontrack", "run", "-q", "--log-dir", str(logs)]
+            cmd += ["--location", "DK", "--pue", "none", "--json", str(out / f"rank{rank}.json")]
+            cmd += ["--", sys.executable, "-c", "import time; time.sleep(1.5)"]
+            procs.append(subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True))
+        for p in procs:
+            _, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err
+    reports = {
+        r: Report.from_dict(json.loads((out / f"rank{r}.json").read_text())) for r in range(4)
+    }
+    job = reports[0]
+    assert job.job is not None
+    assert not job.job.partial, job.job.missing
+    truth = 80.0 * _leader_duration(job, "node1") + 20.0 * _leader_duration(job, "node2")
+    assert job.energy_j == pytest.approx(truth, rel=0.03)
+    assert reports[1].energy_j == 0
+    assert reports[3].energy_j == 0
+    assert _cli_total_kwh(logs) * 3.6e6 == pytest.approx(truth, rel=0.03)
+
+
+def test_carbontrack_run_refuses_a_contradictory_launcher_environment(tmp_path: Path) -> None:
+    env = dict(os.environ)
+    env.update(srun_env(0, ntasks_per_node=2, nodes=("n1",)))
+    env["SLURM_PROCID"] = "9"
+    done = subprocess.run(
+        [sys.executable, "-m", "carbontrack", "run", "--location", "DK", "--", "true"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "rank=9" in done.stderr
+    assert "world_size=2" in done.stderr
