@@ -42,6 +42,7 @@ from carbontrack.model import (
     RankEnergy,
     Report,
     RunInfo,
+    Sample,
     Unavailable,
     component_of,
 )
@@ -152,6 +153,10 @@ class Tracker:
 
             # An unknown location code is the user's mistake: raise it before any work starts.
             check_location(self.settings)
+            from carbontrack.writers.prometheus import with_config_file
+
+            # The config file's exporter keys: checked now too, before any work.
+            self.settings = with_config_file(self.settings)
             # So is a contradictory job (rank=5 of world_size=2, a garbled launcher variable).
             self._job = _resolve_job(self.settings)
 
@@ -164,6 +169,8 @@ class Tracker:
             self._location = self._host.first("carbontrack_locate", settings=self.settings) or (
                 Location(country=None, source="unknown")
             )
+            # Asked once: a run without a live exporter builds no per-tick sample at all.
+            self._sample_hook = bool(self._host.implementers("carbontrack_sample"))
             self._started_wall = self._wall_clock()
             self._intensity = self._intensity_for(self._started_wall, self._started_wall)
             if self._job is not None:
@@ -791,7 +798,40 @@ class Tracker:
             job=ledger_report,
         )
 
+    def _sample(self, now: float) -> Sample:
+        # No tracker lock: the sampler's totals are consistent on their own, and the caller's
+        # thread may hold the lock for as long as an epoch boundary takes.
+        devices = tuple(
+            DeviceEnergy(
+                id=t.device.id,
+                kind=t.device.kind,
+                name=t.device.name,
+                backend=t.device.backend,
+                method=t.device.method,
+                energy_j=t.energy_j,
+                shared=t.device.shared,
+                resets=t.resets,
+                dropped=t.dropped,
+            )
+            for t in self._sampler.totals()
+        )
+        energy = sum(d.energy_j for d in devices)
+        intensity = self._intensity
+        return Sample(
+            run_id=self.run_id,
+            at=now,
+            duration_s=now - self._started,
+            devices=devices,
+            energy_j=energy,
+            co2eq_g=self._co2_g(energy),
+            g_per_kwh=intensity.g_per_kwh,
+        )
+
     def _on_tick(self, now: float) -> None:
+        if self._sample_hook and self._state == _RUNNING:
+            self._host.broadcast(
+                "carbontrack_sample", sample=self._sample(now), settings=self.settings
+            )
         if now - self._last_checkpoint < self.settings.checkpoint_s:
             return
         self._last_checkpoint = now

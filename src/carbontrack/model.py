@@ -35,6 +35,7 @@ __all__ = [
     "Reading",
     "Report",
     "RunInfo",
+    "Sample",
     "Unavailable",
     "component_of",
 ]
@@ -338,6 +339,26 @@ class JobReport:
     missing: tuple[str, ...] = ()
     partial: bool = False
     transport: str = ""
+
+
+@attrs.frozen
+class Sample:
+    """A light view of a running measurement after one background read (see the
+    ``carbontrack_sample`` hook): every device's energy so far, and the run's totals.
+
+    ``at`` is the sampler's monotonic clock (seconds; only differences mean anything) and
+    ``duration_s`` the time since the run started. ``co2eq_g`` uses the intensity known for the
+    whole window; the checkpoint and final reports weight it over time where a provider gives a
+    time series, so it can differ slightly from theirs.
+    """
+
+    run_id: str
+    at: float
+    duration_s: float
+    devices: tuple[DeviceEnergy, ...]
+    energy_j: float
+    co2eq_g: float
+    g_per_kwh: float
 
 
 @attrs.frozen

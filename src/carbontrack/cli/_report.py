@@ -623,9 +623,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--format",
-        choices=("text", "json", "csv"),
+        choices=("text", "json", "csv", "html"),
         default="text",
-        help="output format (default text)",
+        help="output format (default text); html is one self-contained page with charts "
+        "(power per device, energy per epoch and the prediction, CO2eq per run)",
     )
     p.add_argument(
         "--json", action="store_const", const="json", dest="format", help="--format json"
@@ -637,40 +638,106 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         help="a multi-process job (torchrun, srun, mpirun) as one row (default), or one row "
         "per node or per rank; totals count each job once either way",
     )
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write to FILE instead of stdout (e.g. -o report.html with --format html)",
+    )
+    p.add_argument(
+        "--epochs",
+        action="store_true",
+        help="one bar per epoch (grouped for long runs) for a single run, with its prediction",
+    )
+
+
+def usage_error(err: TextIO, message: str) -> int:
+    print(f"carbontrack report: error: {message}", file=err)
+    return 2
+
+
+def _write_output(target: str, text: str) -> None:
+    # Written next to the target and renamed: a reader never sees half a page.
+    path = Path(target).expanduser()
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def check_output(target: str | None, err: TextIO) -> bool:
+    """Whether ``-o`` names a file that can be written (an error is printed when not)."""
+    if target is None or target == "-":
+        return True
+    where = Path(target).expanduser()
+    if where.is_dir():
+        usage_error(
+            err,
+            f"-o {target} is a directory: expected a file name, e.g. -o {where / 'report.html'}",
+        )
+        return False
+    if not where.parent.is_dir():
+        usage_error(err, f"-o {target}: directory {where.parent} does not exist")
+        return False
+    return True
 
 
 def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """Run ``carbontrack report``: 0 on success, 1 when no log was found."""
+    """Run ``carbontrack report`` as a table (text, JSON, CSV): 0 on success, 1 when no log was
+    found, 2 for bad options. The HTML page and ``--epochs`` are ``_report_view.run``'s."""
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
     paths = list(args.paths) or [_default_log_dir()]
+    fmt = getattr(args, "format", "text") or "text"
+    target = getattr(args, "output", None)
+    if fmt == "html" or getattr(args, "epochs", False):
+        return usage_error(
+            err, "--format html and --epochs are drawn by carbontrack.cli._report_view"
+        )
+    if not check_output(target, err):
+        return 2
     runs, warnings, files = read_runs(paths)
     for w in warnings:
         print(f"carbontrack report: warning: {w}", file=err)
     if not runs:
-        where = ", ".join(str(p) for p in paths)
-        why = f"{files} log file(s) found but none holds a measurement" if files else "no log"
-        print(
-            f"carbontrack report: no runs in {where}: {why} (looked for carbontrack *.jsonl run "
-            "logs and carbontracker *_carbontracker_output.log files)",
-            file=err,
-        )
-        return 1
+        return no_runs(paths, files, err)
     # Totals over whole jobs; the rows shown may break a job down by node or rank.
     total = aggregate(runs)
     from carbontrack.cli._report_jobs import expand
 
     runs = expand(runs, getattr(args, "by", "job") or "job")
-    fmt = getattr(args, "format", "text") or "text"
     if fmt == "json":
         data = {
             "runs": [r.to_dict() for r in runs],
             "total": total,
             "warnings": warnings,
         }
-        print(json.dumps(data, indent=2, allow_nan=False), file=out)
+        text = json.dumps(data, indent=2, allow_nan=False) + "\n"
     elif fmt == "csv":
-        out.write(format_csv(runs, total))
+        text = format_csv(runs, total)
     else:
-        print(format_text(runs, total), file=out)
+        text = format_text(runs, total) + "\n"
+    return emit(text, target, out=out, err=err)
+
+
+def emit(text: str, target: str | None, *, out: TextIO, err: TextIO) -> int:
+    if target is None or target == "-":
+        out.write(text)
+        return 0
+    try:
+        _write_output(target, text)
+    except OSError as exc:
+        print(f"carbontrack report: cannot write {target}: {exc}", file=err)
+        return 1
+    print(f"carbontrack report: wrote {target}", file=err)
     return 0
+
+
+def no_runs(paths: list[Any], files: int, err: TextIO) -> int:
+    where = ", ".join(str(p) for p in paths)
+    why = f"{files} log file(s) found but none holds a measurement" if files else "no log"
+    print(
+        f"carbontrack report: no runs in {where}: {why} (looked for carbontrack *.jsonl run "
+        "logs and carbontracker *_carbontracker_output.log files)",
+        file=err,
+    )
+    return 1

@@ -99,6 +99,19 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         choices=("machine", "process"),
         help="count the whole machine (default) or the command's processes' share",
     )
+    p.add_argument(
+        "--prometheus",
+        metavar="HOST:PORT",
+        help="serve live metrics for Prometheus at http://HOST:PORT/metrics while the command "
+        "runs (a bare PORT listens on 127.0.0.1 only; default $CARBONTRACK_PROMETHEUS); needs "
+        "pip install 'carbontrack[prometheus]'",
+    )
+    p.add_argument(
+        "--prometheus-push",
+        metavar="URL",
+        help="push the metrics to the Pushgateway at URL after each epoch and at the end "
+        "(default $CARBONTRACK_PROMETHEUS_PUSH)",
+    )
     p.add_argument("--log-dir", metavar="DIR", help="where the run log goes")
     p.add_argument(
         "--job-id",
@@ -145,6 +158,8 @@ _OPTION_OF = {
     "log_dir": "--log-dir",
     "job_id": "--job-id",
     "job_wait_s": "--job-wait",
+    "prometheus": "--prometheus",
+    "prometheus_push": "--prometheus-push",
 }
 
 
@@ -171,6 +186,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         ("log_dir", "log_dir"),
         ("job_id", "job_id"),
         ("job_wait", "job_wait_s"),
+        ("prometheus", "prometheus"),
+        ("prometheus_push", "prometheus_push"),
     ):
         value = getattr(args, name, None)
         if value is not None:
@@ -563,6 +580,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         )
     try:
         settings = settings_from_args(args)
+        from carbontrack.writers.prometheus import with_config_file
+
+        # The config file's exporter keys, checked before the command starts.
+        settings = with_config_file(settings)
     except (InvalidOption, TypeError, ValueError) as exc:
         parser.error(_in_cli_words(str(exc)))
     if args.json not in (None, "-") and Path(args.json).expanduser().is_dir():
