@@ -275,6 +275,7 @@ def test_carbontrack_run_per_srun_task_measures_each_node_once(tmp_path: Path) -
         for rank, env in enumerate(_slurm_envs({"node1": n1, "node2": n2})):
             cmd = [sys.executable, "-m", "carbontrack", "run", "-q", "--log-dir", str(logs)]
             cmd += ["--location", "DK", "--pue", "none", "--json", str(out / f"rank{rank}.json")]
+            cmd += ["--job-wait", "15"]
             cmd += ["--", sys.executable, "-c", "import time; time.sleep(1.5)"]
             procs.append(subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True))
         for p in procs:
