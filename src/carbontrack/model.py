@@ -219,6 +219,10 @@ class Prediction:
     the intensity forecast when ``forecast_used``). ``best_start_ts`` is the start time in the
     forecast horizon that minimises the CO2eq of the whole run, and ``best_start_saving_g``
     what that saves against starting the whole run now (both ``None`` without a forecast).
+    ``trend`` says how a linear trend in epoch energy was handled (3 or more epochs in the
+    mean): ``"modelled"`` (the trend is clear: the remaining epochs follow the fitted line) or
+    ``"allowed for"`` (no clear trend: the mean, with an interval wide enough for a trend the
+    epochs cannot rule out); ``trend_j_per_epoch`` is the fitted slope.
     """
 
     after_epoch: int
@@ -239,6 +243,8 @@ class Prediction:
     forecast_used: bool = False
     best_start_ts: float | None = None
     best_start_saving_g: float | None = None
+    trend: str | None = None
+    trend_j_per_epoch: float | None = None
 
 
 @attrs.frozen

@@ -197,6 +197,7 @@ def _check_gpu_ids(_inst: object, _attr: object, value: Any) -> None:
         raise _fail("gpu_ids", value, "at least one GPU index or UUID, or None for the default")
 
 
+_NUMBER_LIKE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 _GPU_IDS = "GPU indices (integers >= 0) or UUIDs, such as 0, [0, 1], '0,1' or 'GPU-8f3c...'"
 
 
@@ -216,7 +217,12 @@ def _to_gpu_ids(value: Any) -> tuple[str, ...] | None:
     if value is None:
         return None
     if isinstance(value, str):
-        return tuple(p.strip() for p in value.split(",") if p.strip())
+        parts = tuple(p.strip() for p in value.split(",") if p.strip())
+        for part in parts:
+            # A number must be an index: "3.5" or "-1" matches no GPU (UUIDs start "GPU-"/"MIG-").
+            if _NUMBER_LIKE.fullmatch(part) and not part.isdigit():
+                raise _fail("gpu_ids", value, _GPU_IDS)
+        return parts
     if isinstance(value, int | float | bool):
         return (_gpu_id(value, value),)
     try:

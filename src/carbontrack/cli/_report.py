@@ -24,7 +24,7 @@ import attrs
 
 from carbontrack.model import J_PER_KWH
 from carbontrack.writers.csv import iso_utc
-from carbontrack.writers.runlog import iter_run_log
+from carbontrack.writers.runlog import MAX_LINE_PROBLEMS, iter_run_log
 
 __all__ = [
     "CARBONTRACKER_PUE",
@@ -85,11 +85,35 @@ class RunSummary:
 # -- our JSON Lines run logs -------------------------------------------------------------------
 
 
+#: Largest values a run's figures may have; a line beyond them is corrupt, not a record: ten
+#: years of run time, 10 PJ (2.8 TWh, a hundred of the largest training runs), 100 kt CO2eq.
+#: They keep sums finite, so a line saying duration_s=1.5e308 cannot break the totals.
+_LIMITS = {
+    "duration_s": 3.2e8,
+    "energy_j": 1e16,
+    "facility_energy_j": 1e17,
+    "co2eq_g": 1e11,
+    "started_at": 1e10,
+}
+#: Start times outside this range (Unix seconds; 1970 to 2286) are shown as unknown.
+_LAST_TIME = 1e10
+
+
 def _number(data: Mapping[str, Any], key: str) -> float:
     value = data.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"field {key!r} is {value!r}, not a finite number")
+    limit = _LIMITS.get(key, math.inf)
+    if not 0 <= value <= limit:
+        raise ValueError(f"field {key!r} is {value!r}, not a number from 0 to {limit:g}")
     return float(value)
+
+
+def _time(value: Any) -> float | None:
+    """A start time, or ``None`` when it is not a plausible Unix time (NaN, 1e20, a string)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) and 0 <= value <= _LAST_TIME else None
 
 
 def _summary_from_report(path: str, data: Any, *, complete: bool, note: str = "") -> RunSummary:
@@ -113,7 +137,7 @@ def _summary_from_report(path: str, data: Any, *, complete: bool, note: str = ""
         path=path,
         tool="carbontrack",
         run_id=str(data.get("run_id", "")),
-        started_at=float(started) if isinstance(started, int | float) else None,
+        started_at=_time(started),
         duration_s=_number(data, "duration_s"),
         energy_kwh=energy_j / J_PER_KWH,
         facility_energy_kwh=facility_j / J_PER_KWH,
@@ -240,7 +264,7 @@ def _summary_from_epochs(
         path=str(path),
         tool="carbontrack",
         run_id=str(run.get("run_id", "")),
-        started_at=float(started) if isinstance(started, int | float) else None,
+        started_at=_time(started),
         duration_s=duration,
         energy_kwh=energy / J_PER_KWH,
         facility_energy_kwh=energy * pue / J_PER_KWH,
@@ -507,34 +531,66 @@ def read_runs(paths: Iterable[str | Path]) -> tuple[list[RunSummary], list[str],
 
     logs, warnings = find_logs(paths)
     job_logs = [p for p, kind in logs if kind == "carbontrack" and is_job_log(p)]
-    runs: list[RunSummary] = read_jobs(job_logs, warnings, RunSummary)
+    try:
+        runs: list[RunSummary] = read_jobs(job_logs, warnings, RunSummary)
+    except Exception as exc:  # the single-process runs are still shown
+        warnings.append(
+            f"the logs of multi-process jobs cannot be read ({type(exc).__name__}: {exc}); "
+            f"{len(job_logs)} file(s) skipped"
+        )
+        runs = []
     grouped = set(job_logs)
     for path, kind in logs:
         if path in grouped:
             continue
+        told: list[str] = []
         try:
             if kind == "carbontrack":
-                summary = parse_run_log(path, warnings)
+                summary = parse_run_log(path, told)
             else:
-                summary = parse_carbontracker_log(path, warnings)
+                summary = parse_carbontracker_log(path, told)
         except OSError as exc:
+            warnings.extend(_per_file(path, told))
             warnings.append(f"{path}: cannot read ({exc}); file skipped")
             continue
+        except Exception as exc:  # one bad file never hides the others' runs
+            warnings.extend(_per_file(path, told))
+            warnings.append(f"{path}: cannot be read ({type(exc).__name__}: {exc}); file skipped")
+            continue
+        told = _per_file(path, told)
         if summary is None:
-            warnings.append(f"{path}: no measurement in this log; file skipped")
+            skipped = f"{path}: no measurement in this log; file skipped"
+            if len(told) == 1 and told[0].startswith(f"{path}: "):  # a count: one warning
+                told, skipped = [], f"{skipped} ({told[0].removeprefix(f'{path}: ')})"
+            warnings.extend(told)
+            warnings.append(skipped)
         else:
+            warnings.extend(told)
             runs.append(summary)
     return runs, warnings, len(logs)
+
+
+def _per_file(path: Path, told: list[str]) -> list[str]:
+    """``told`` (the warnings about one file), or one warning with their count when there are
+    more than ``MAX_LINE_PROBLEMS``: a ruined file is one line on the terminal."""
+    if len(told) <= MAX_LINE_PROBLEMS:
+        return told
+    return [f"{path}: {len(told):,} problems, lines skipped; the first: {told[0]}"]
 
 
 # -- output ------------------------------------------------------------------------------------
 
 
 def _when(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts is not None else "?"
+    try:
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts is not None else "?"
+    except (ValueError, OverflowError, OSError):  # a time the platform cannot show
+        return "?"
 
 
 def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
     minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}"

@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 import attrs
 
+from carbontrack import _files
 from carbontrack.errors import InvalidOption, PluginLoadError
 from carbontrack.model import Report
 from carbontrack.settings import Settings, make_settings
@@ -133,6 +134,13 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-log", action="store_true", help="write no run log")
     p.add_argument(
+        "--file-mode",
+        choices=("private", "shared"),
+        help="who may read the run log, CSV files and --json file: 'private' (0600 files in "
+        "0700 directories) or 'shared' with your group (0660, 2770); default "
+        "$CARBONTRACK_FILE_MODE, the config file's file_mode, else private",
+    )
+    p.add_argument(
         "--json",
         nargs="?",
         const="-",
@@ -158,6 +166,7 @@ _OPTION_OF = {
     "log_dir": "--log-dir",
     "job_id": "--job-id",
     "job_wait_s": "--job-wait",
+    "file_mode": "--file-mode",
     "prometheus": "--prometheus",
     "prometheus_push": "--prometheus-push",
 }
@@ -186,6 +195,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         ("log_dir", "log_dir"),
         ("job_id", "job_id"),
         ("job_wait", "job_wait_s"),
+        ("file_mode", "file_mode"),
         ("prometheus", "prometheus"),
         ("prometheus_push", "prometheus_push"),
     ):
@@ -544,16 +554,14 @@ def _say(message: str) -> None:
     print(f"carbontrack: {message}", file=sys.stderr, flush=True)
 
 
-def _write_json(report: Report, target: str) -> None:
+def _write_json(report: Report, target: str, file_mode: str = "private") -> None:
     text = json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n"
     if target == "-":
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    path = Path(target).expanduser()
-    if path.parent != Path():
-        path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    # The report says where and how the command ran: the run log's policy (file_mode) holds.
+    _files.write_bytes(Path(target).expanduser(), text.encode("utf-8"), file_mode)
 
 
 def split_command(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
@@ -611,7 +619,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             _say("no JSON report: measuring did not run (see the warning above)")
         else:
             try:
-                _write_json(report, args.json)
+                _write_json(report, args.json, settings.file_mode)
             except OSError as exc:
                 where = "stdout" if args.json == "-" else args.json
                 _say(f"cannot write the JSON report to {where}: {exc}")

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import attrs
 
 from carbontrack.model import EpochRecord, Prediction, Report, _structure
-from carbontrack.writers.runlog import iter_run_log
 
 __all__ = ["MAX_POWER_STEPS", "DeviceInfo", "PowerStep", "RunDetail", "Summary", "read_run_detail"]
 
@@ -138,6 +138,42 @@ def _merge(steps: Sequence[PowerStep], limit: int) -> tuple[PowerStep, ...]:
     return tuple(merged)
 
 
+def _lines(path: Path) -> Iterator[str]:
+    with path.open(encoding="utf-8", errors="replace") as f:
+        for raw in f:
+            if raw.strip():
+                yield raw
+
+
+#: Where a checkpoint's report leaves what the power chart needs (duration, devices) behind:
+#: ``Report.to_dict()`` keeps field order, and the epochs that follow grow with the run.
+_CUT = ',"components":'
+
+
+def _parse(raw: str, *, whole: bool = False) -> dict[str, Any] | None:
+    """One log line as an object, or ``None``. A checkpoint is parsed up to its devices only
+    (a day-long run's checkpoints hold every epoch so far: 140 MB of mostly repeated epochs),
+    falling back to the whole line when that part is not valid JSON on its own."""
+    if not whole and raw.startswith('{"type":"checkpoint"'):
+        cut = raw.find(_CUT)
+        if cut > 0:
+            head: Any = None
+            with contextlib.suppress(ValueError):
+                head = json.loads(raw[:cut] + "}}")
+            if isinstance(head, dict):
+                report = head.get("report")
+                if isinstance(report, dict) and "devices" in report:
+                    return head
+    value: Any = None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("type"), str):
+        return None
+    return value
+
+
 class _LogReader:
     """Collects, line by line, what the page needs from one of our run logs."""
 
@@ -200,15 +236,24 @@ def read_run_detail(path: Path, summary: Summary, problems: list[str]) -> RunDet
     """What the page shows of one of our run logs, beside its ``summary``; a problem is
     appended when its last report cannot be read."""
     log = _LogReader()
-    ignore: list[str] = []  # parse_run_log already warned about each bad line
-    for _number, line in iter_run_log(path, ignore):
+    last_raw: str | None = None
+    for raw in _lines(path):
+        line = _parse(raw)
+        if line is None:
+            continue  # parse_run_log already warned about each bad line
         kind = line["type"]
         if kind == "header":
             log.header(line)
         elif kind in ("checkpoint", "report"):
             log.report(line, final=kind == "report")
+            if log.last_report is line.get("report"):
+                last_raw = raw
         elif kind == "epoch":
             log.epoch(line)
+    if last_raw is not None:
+        # The last report in full: only its devices and duration were read so far.
+        full = _parse(last_raw, whole=True)
+        log.last_report = full.get("report") if full is not None else None
     report = None
     if log.last_report is not None:
         try:

@@ -96,6 +96,16 @@ def format_prediction(p: Prediction, pue: float = 1.0, *, equivalents: bool = Tr
         )
     else:
         lines.append("  interval: needs 2 epochs in the mean (a point estimate for now)")
+    if p.trend == "modelled" and p.trend_j_per_epoch is not None:
+        change = "grows" if p.trend_j_per_epoch > 0 else "falls"
+        lines.append(
+            f"  trend: epoch energy {change} by {format_energy(abs(p.trend_j_per_epoch))} per "
+            "epoch; the remaining epochs follow it"
+        )
+    elif p.trend == "allowed for":
+        lines.append(
+            "  trend: none clear; the interval allows for one these epochs cannot rule out"
+        )
     if equivalents:
         lines.append(f"  that is about {format_equivalents(p.co2eq_g)}")
     if p.best_start_ts is not None and p.best_start_saving_g is not None:
