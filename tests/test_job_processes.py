@@ -227,7 +227,8 @@ def test_a_log_dir_not_shared_between_nodes_names_the_unseen_node(tmp_path: Path
         results = _plain_ranks(
             tmp_path,
             _slurm_envs({"node1": n1, "node2": n2}),
-            ["--epochs", "1", "--wait-s", "0.5"],
+            # Long enough for rank 1 on a loaded machine; ranks 2 and 3 never arrive.
+            ["--epochs", "1", "--wait-s", "4"],
             log_dirs=dirs,
         )
     report = results[0]["report"]
