@@ -353,3 +353,30 @@ def test_the_config_file_is_looked_for_where_the_config_reader_reads_it(
     assert _config_file() == config_path()
     monkeypatch.setenv("CARBONTRACK_CONFIG", str(tmp_path / "elsewhere.toml"))
     assert _config_file() == config_path()
+
+
+def test_a_run_without_an_exporter_builds_no_per_tick_sample() -> None:
+    with track(plugins=[hardware()], write_log=False, verbose=0) as run:
+        assert run._sample_hook is False
+
+
+def test_a_plugin_of_its_own_gets_samples_after_every_read() -> None:
+    from carbontrack import hookimpl
+
+    class Collector:
+        name = "collector"
+
+        def __init__(self) -> None:
+            self.samples: list[object] = []
+
+        @hookimpl
+        def carbontrack_sample(self, sample: object) -> None:
+            self.samples.append(sample)
+
+    collector = Collector()
+    with track(plugins=[hardware(), collector], write_log=False, verbose=0, interval_s=0.02) as run:
+        wait_until(lambda: len(collector.samples) >= 3)
+    first, last = collector.samples[0], collector.samples[-1]
+    assert first.run_id == run.run_id  # type: ignore[attr-defined]
+    assert last.energy_j > first.energy_j > 0  # type: ignore[attr-defined]
+    assert {d.id for d in last.devices} == {"package-0", "gpu-0"}  # type: ignore[attr-defined]

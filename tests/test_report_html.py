@@ -256,3 +256,19 @@ def test_epochs_view_is_text_only(two_runs: Path) -> None:
     code, _out, err = report("--epochs", "--format", "json", str(two_runs))
     assert code == 2
     assert "--epochs is a terminal view" in err
+
+
+def test_a_multi_process_job_is_one_run_on_the_page_counted_once(tmp_path: Path) -> None:
+    from test_report_jobs import _job
+
+    from carbontrack.model import J_PER_KWH
+
+    truth = _job(tmp_path / "logs")
+    runs, problems, files = load_runs([tmp_path / "logs"])
+    assert files == 4  # one log per rank
+    (job,) = runs
+    assert job.status == "job"
+    assert job.summary.energy_kwh == pytest.approx(truth / J_PER_KWH, rel=1e-6)
+    html = render_page(runs, problems)
+    assert "multi-process job" in html
+    assert html.count('<section id="run-') == 1

@@ -169,8 +169,12 @@ class Tracker:
             self._location = self._host.first("carbontrack_locate", settings=self.settings) or (
                 Location(country=None, source="unknown")
             )
-            # Asked once: a run without a live exporter builds no per-tick sample at all.
-            self._sample_hook = bool(self._host.implementers("carbontrack_sample"))
+            # Asked once: a run without a live exporter builds no per-tick sample at all (the
+            # built-in Prometheus exporter only wants them when the run exports).
+            wants_samples = set(self._host.implementers("carbontrack_sample"))
+            if self.settings.prometheus is None and self.settings.prometheus_push is None:
+                wants_samples.discard("prometheus")
+            self._sample_hook = bool(wants_samples)
             self._started_wall = self._wall_clock()
             self._intensity = self._intensity_for(self._started_wall, self._started_wall)
             if self._job is not None:

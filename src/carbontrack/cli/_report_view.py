@@ -20,11 +20,27 @@ __all__ = ["configure_parser", "detailed", "load_runs", "run"]
 
 def load_runs(paths: Sequence[str | Path]) -> tuple[list[Any], list[str], int]:
     """Every run under ``paths`` as ``report_html.RunDetail``, the warnings, the files read."""
+    from carbontrack.cli._report_jobs import is_job_log, read_jobs
     from carbontrack.report_html import RunDetail, read_run_detail
 
     logs, problems = _report.find_logs(paths)
     runs: list[RunDetail] = []
+    # A multi-process job's per-rank logs are one run, as in the table: rank 0's report holds
+    # the whole job, so drawing each rank as a run would count the job twice.
+    job_logs = [p for p, kind in logs if kind == "carbontrack" and is_job_log(p)]
+    try:
+        jobs = read_jobs(job_logs, problems, _report.RunSummary)
+    except Exception as exc:  # the single-process runs are still drawn
+        problems.append(
+            f"the logs of multi-process jobs cannot be read ({type(exc).__name__}: {exc}); "
+            f"{len(job_logs)} file(s) skipped"
+        )
+        jobs = []
+    runs.extend(RunDetail(summary=job, status="job") for job in jobs)
+    grouped = set(job_logs)
     for path, kind in logs:
+        if path in grouped:
+            continue
         try:
             if kind == "carbontrack":
                 summary = _report.parse_run_log(path, problems)

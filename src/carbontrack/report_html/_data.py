@@ -95,7 +95,7 @@ class RunDetail:
     """One run as the page shows it."""
 
     summary: Summary
-    status: str  # "complete", "killed" or "carbontracker"
+    status: str  # "complete", "killed", "carbontracker" or "job" (totals only)
     report: Report | None = None
     devices: tuple[DeviceInfo, ...] = ()
     steps: tuple[PowerStep, ...] = ()

@@ -121,6 +121,8 @@ def _badges(run: RunDetail) -> str:
         out.append('<span class="badge killed">killed: no final report</span>')
     if run.status == "carbontracker":
         out.append('<span class="badge carbontracker">carbontracker log</span>')
+    if run.status == "job":
+        out.append('<span class="badge carbontracker">multi-process job</span>')
     if run.summary.estimated:
         out.append('<span class="badge estimated">estimated</span>')
     return "".join(out)
@@ -141,6 +143,7 @@ def _runs_table(runs: Sequence[RunDetail]) -> str:
             "complete": "complete",
             "killed": "killed (no final report)",
             "carbontracker": "carbontracker log" + ("" if s.complete else ", incomplete"),
+            "job": "multi-process job" + ("" if s.complete else ", partial"),
         }[run.status]
         rows.append(
             f'<tr><td><a href="#{_anchor(run, i)}">{escape(s.run_id[:28])}</a></td>'
@@ -347,8 +350,14 @@ def _run_section(run: RunDetail, index: int) -> str:
             '<p class="note">A carbontracker log: only its totals are known (its energy '
             f"includes carbontracker's PUE). {escape(s.note)}.</p>"
         )
+    elif run.status == "job":
+        parts.append(
+            '<p class="note">A multi-process job: its ranks\' logs are counted once, as in '
+            "<code>carbontrack report</code>; its totals are shown, not its charts (see "
+            f"<code>carbontrack report --by rank</code>). {escape(s.note)}</p>"
+        )
     parts.append(_facts(run))
-    if run.status != "carbontracker":
+    if run.status not in ("carbontracker", "job"):
         parts.append(_power_section(run))
         parts.append(_epochs_section(run))
         parts.append(_devices_section(run))

@@ -40,7 +40,9 @@ __all__ = [
 #: an Intel package with the 61 µJ energy unit, Intel server DRAM (fixed 15.3 µJ unit), and the
 #: 15.26 µJ unit of AMD packages.
 PACKAGE_RANGE_UJ = 262_143_328_850
+#: Intel server DRAM's ``max_energy_range_uj`` (see ``PACKAGE_RANGE_UJ``).
 DRAM_RANGE_UJ = 65_712_999_613
+#: An AMD package's ``max_energy_range_uj`` (see ``PACKAGE_RANGE_UJ``).
 AMD_RANGE_UJ = 65_532_610_987
 #: psys on Sapphire/Emerald Rapids counts in 1 J units (a real reading: 60293987000000 µJ,
 #: intel/powertelemetry#3): a 32-bit counter of 1 J steps.
