@@ -234,11 +234,12 @@ def test_a_log_dir_not_shared_between_nodes_names_the_unseen_node(tmp_path: Path
     report = results[0]["report"]
     assert report.job is not None
     assert report.job.partial
-    assert report.job.missing_nodes == ("node2",)
-    assert report.job.missing_ranks == (2, 3)
+    assert report.job.missing_nodes == ("node2",), report.job.missing
+    assert report.job.missing_ranks == (2, 3), report.job.missing
     assert any("node2" in m and "shared" in m for m in report.job.missing)
+    # Node 1 only: node 2's 30 W would add a third.
     truth_1 = 90.0 * _leader_duration(report, "node1")
-    assert report.energy_j == pytest.approx(truth_1, rel=0.03)
+    assert report.energy_j == pytest.approx(truth_1, rel=0.1)
 
 
 def test_report_reads_a_job_whose_rank_zero_was_killed_and_marks_it_partial(

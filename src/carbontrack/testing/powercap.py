@@ -345,7 +345,7 @@ class FakePowercap:
         self.sync(write=write)
 
     @contextlib.contextmanager
-    def live(self, interval_s: float = 0.005) -> Iterator[FakePowercap]:
+    def live(self, interval_s: float = 0.002) -> Iterator[FakePowercap]:
         """Advance the counters in real time while the block runs, as the kernel does.
 
         For tests where other processes read the tree: a thread calls ``sync()`` every
