@@ -209,7 +209,7 @@ def _slurm_envs(trees: dict[str, FakePowercap]) -> list[dict[str, str]]:
 
 def test_slurm_job_two_nodes_two_tasks_through_the_shared_log_dir(tmp_path: Path) -> None:
     with _node(tmp_path / "hw1", 90.0) as n1, _node(tmp_path / "hw2", 30.0) as n2:
-        results = _plain_ranks(tmp_path, _slurm_envs({"node1": n1, "node2": n2}), ["--epochs", "2"])
+        results = _plain_ranks(tmp_path, _slurm_envs({"node1": n1, "node2": n2}), ["--epochs", "3"])
     assert sorted(results) == [0, 1, 2, 3]
     report = results[0]["report"]
     assert report.job is not None
