@@ -307,3 +307,31 @@ def test_cli_refuses_a_config_that_is_a_device(tmp_path: Path) -> None:
     assert "/dev/zero" in done.stderr
     assert "character device" in done.stderr
     assert not marker.exists()
+
+
+# -- a run entered in one thread and exited in another ------------------------------------------
+
+
+def test_a_run_exited_in_another_thread_ends(tmp_path: Path) -> None:
+    # Old code: AttributeError ('_thread._local' object has no attribute 'stack') and the run,
+    # with its sampler thread, kept running.
+    run = track(plugins=[_hw()], verbose=0, log_dir=tmp_path, interval_s=0.01)
+    tracker = run.__enter__()
+    errors: list[BaseException] = []
+
+    def leave() -> None:
+        try:
+            run.__exit__(None, None, None)
+        except BaseException as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=leave)
+    worker.start()
+    worker.join(10)
+    assert errors == []
+    assert not tracker.running
+    assert tracker.report.duration_s >= 0
+    assert not [t for t in threading.enumerate() if t.name.startswith("carbontrack-sampler")]
+    with run as again:  # the same object still works in the first thread
+        pass
+    assert not again.running

@@ -792,3 +792,22 @@ def test_the_trust_check_accepts_root_owned_files_in_sticky_directories(tmp_path
 def test_the_sudoers_rule_escapes_what_sudoers_requires() -> None:
     fix = pm.sudoers_fix("alice", ["/usr/bin/powermetrics", "-s", "a,b", "-x", "c:d=e!"])
     assert "alice ALL=(root) NOPASSWD: /usr/bin/powermetrics -s a\\,b -x c\\:d\\=e\\!" in fix
+
+
+def test_the_devices_command_never_prints_a_rule_for_a_user_owned_powermetrics(
+    fake: FakePowermetrics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 21's reproduction, through `carbontrack devices` (in process, so that the test can
+    # run it as a user that needs sudo).
+    from carbontrack.cli._devices import format_text, inspect_devices
+
+    monkeypatch.setenv(pm.FORCE_ENV, "1")
+    os.chown(fake.executable, 4321, 4321)
+    fake.configure(sudo="refuse")
+    views = inspect_devices(window_s=0.1)
+    text = format_text(views, 0.1)
+    assert "powermetrics" in text
+    assert "NOPASSWD" not in text
+    assert str(fake.executable) + " -f" not in text
+    assert "not root" in text
+    assert fake.invocations("sudo") == []

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_report_html import kill, real_run
-from test_report_cmd import write_carbontracker_logs
 
 from carbontrack.cli._report_view import load_runs
 from carbontrack.report_html import render_page
 from carbontrack.testing.runlogs import write_long_run_log
+from test_report_cmd import write_carbontracker_logs
+from test_report_html import kill, real_run
 
 #: Where screenshots go: ``$CARBONTRACK_TEST_ARTIFACTS`` or ``tests/artifacts`` (git-ignored).
 ARTIFACTS = Path(
@@ -122,9 +122,7 @@ class Browser:
         self.events.clear()
         self.call("Page.navigate", url=url)
         self.wait_for("Page.loadEventFired")
-        ms = self.evaluate(
-            "performance.getEntriesByType('navigation')[0].loadEventEnd"
-        )
+        ms = self.evaluate("performance.getEntriesByType('navigation')[0].loadEventEnd")
         return float(ms) / 1000.0
 
     def evaluate(self, expression: str) -> Any:
@@ -227,9 +225,9 @@ def test_dark_mode_changes_the_colours(browser: Browser, tmp_path: Path) -> None
         )
         browser.load(page.as_uri())
         colours.append(browser.evaluate("getComputedStyle(document.body).backgroundColor"))
+        browser.screenshot(ARTIFACTS / f"report-{scheme}.png")
     browser.call("Emulation.setEmulatedMedia", features=[])
     assert colours[0] != colours[1]
-    browser.screenshot(ARTIFACTS / "report-dark.png")
 
 
 def test_a_day_long_thousand_epoch_run_renders_in_under_two_seconds(

@@ -10,7 +10,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from test_report_cmd import write_carbontracker_logs
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from carbontrack import track
 from carbontrack.cli._report import configure_parser, parse_run_log
@@ -18,6 +19,7 @@ from carbontrack.cli._report_view import load_runs, run
 from carbontrack.report_html import format_epochs, read_run_detail, render_page
 from carbontrack.testing import FakeDevice, FakeHardware
 from carbontrack.testing.runlogs import write_long_run_log
+from test_report_cmd import write_carbontracker_logs
 
 WATTS = {"package-0": 60.0, "gpu-0": 200.0, "ram": 6.0}
 
@@ -259,9 +261,8 @@ def test_epochs_view_is_text_only(two_runs: Path) -> None:
 
 
 def test_a_multi_process_job_is_one_run_on_the_page_counted_once(tmp_path: Path) -> None:
-    from test_report_jobs import _job
-
     from carbontrack.model import J_PER_KWH
+    from test_report_jobs import _job
 
     truth = _job(tmp_path / "logs")
     runs, problems, files = load_runs([tmp_path / "logs"])
@@ -272,3 +273,42 @@ def test_a_multi_process_job_is_one_run_on_the_page_counted_once(tmp_path: Path)
     html = render_page(runs, problems)
     assert "multi-process job" in html
     assert html.count('<section id="run-') == 1
+
+
+@pytest.fixture(scope="module")
+def one_log(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return real_run(tmp_path_factory.mktemp("one")).read_bytes()
+
+
+@given(cut=st.integers(min_value=0, max_value=10**6), junk=st.binary(max_size=40))
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_a_log_cut_anywhere_or_with_junk_still_gives_a_page(
+    one_log: bytes, tmp_path: Path, cut: int, junk: bytes
+) -> None:
+    path = tmp_path / "carbontrack-cut.jsonl"
+    data = one_log[: cut % (len(one_log) + 1)]
+    path.write_bytes(data + junk)
+    runs, problems, _ = load_runs([path])
+    html = render_page(runs, problems)
+    assert html.startswith("<!DOCTYPE html>")
+    assert html.rstrip().endswith("</html>")
+
+
+def test_a_log_with_epoch_lines_only_renders_without_power_figures(tmp_path: Path) -> None:
+    path = real_run(tmp_path)
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = [
+        line
+        for line in lines
+        if '"type":"checkpoint"' not in line and '"type":"report"' not in line
+    ]
+    path.write_text("".join(kept), encoding="utf-8")
+    runs, problems, _ = load_runs([path])
+    (detail,) = runs
+    assert detail.status == "killed"
+    assert len(detail.epochs) == 4
+    html = render_page(runs, problems)
+    assert "No power figures" in html
+    assert 'class="chart epochs"' in html

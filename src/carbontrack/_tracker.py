@@ -31,6 +31,7 @@ from carbontrack.errors import BudgetExceeded, UsageError
 from carbontrack.model import (
     J_PER_KWH,
     METHODS,
+    Command,
     ComponentEnergy,
     Device,
     DeviceEnergy,
@@ -51,6 +52,10 @@ from carbontrack.settings import Settings, make_settings
 __all__ = ["Tracker", "track", "track_epochs"]
 
 logger = logging.getLogger(__name__)
+
+#: Seconds to the first checkpoint (then every ``checkpoint_s``): a run killed early, even
+#: within its first minute, leaves the energy of its first seconds in the run log.
+FIRST_CHECKPOINT_S = 5.0
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -120,6 +125,8 @@ class Tracker:
         self._epoch_open: tuple[float, float, float, dict[str, float]] | None = None
         self._warnings: list[str] = []
         self._budget_hit: Prediction | None = None
+        #: Set by ``carbontrack run``: the command measured, then how it ended (before stop()).
+        self.command: Command | None = None
         # 48 random bits, as uuid4().hex[:12] gave, without importing uuid at every start.
         self.run_id = os.urandom(6).hex()
         self._pid = os.getpid()
@@ -627,6 +634,7 @@ class Tracker:
             warnings=tuple(warnings),
             partial=any(d.dropped for d in devices) or bool(self._unavailable),
             final=final,
+            command=self.command,
             carbontrack_version=__version__,
             job=self._rank_job_report(
                 final=final, devices=devices, energy_j=energy, co2eq_g=co2, now=now
@@ -836,7 +844,12 @@ class Tracker:
             self._host.broadcast(
                 "carbontrack_sample", sample=self._sample(now), settings=self.settings
             )
-        if now - self._last_checkpoint < self.settings.checkpoint_s:
+        # The first checkpoint comes early: a run killed before one whole interval still
+        # leaves a measurement in its log.
+        due = self.settings.checkpoint_s
+        if self._last_checkpoint == self._started:
+            due = min(due, FIRST_CHECKPOINT_S)
+        if now - self._last_checkpoint < due:
             return
         self._last_checkpoint = now
         # Never wait for the caller's thread: it may hold the lock while stop() joins this
@@ -936,6 +949,10 @@ class _Track:
         self._plugins = plugins
         self._autoload = autoload
         self._local = threading.local()
+        # Every run entered and not yet exited, in order, whatever the thread: a `with` entered
+        # in one thread and exited in another (a callback, an executor) still ends its run.
+        self._open: list[Tracker] = []
+        self._open_lock = threading.Lock()
 
     def new_tracker(self) -> Tracker:
         """A new, unstarted ``Tracker`` with these options."""
@@ -946,10 +963,24 @@ class _Track:
         stack: list[Tracker] = self._local.__dict__.setdefault("stack", [])
         tracker.start()
         stack.append(tracker)
+        with self._open_lock:
+            self._open.append(tracker)
         return tracker
 
     def __exit__(self, *exc_info: object) -> None:
-        tracker = self._local.stack.pop()
+        stack: list[Tracker] = self._local.__dict__.setdefault("stack", [])
+        with self._open_lock:
+            while stack and stack[-1] not in self._open:
+                stack.pop()  # ended by an exit in another thread
+            if stack:
+                tracker = stack.pop()
+            elif self._open:
+                # Entered in another thread: the run entered last is the one ending.
+                tracker = self._open[-1]
+            else:
+                return  # nothing entered: exiting twice is not the user's code's problem
+            if tracker in self._open:
+                self._open.remove(tracker)
         tracker.__exit__(*exc_info)
 
     def __call__(self, func: Callable[P, R]) -> Callable[P, R]:

@@ -19,6 +19,7 @@ from carbontrack._job import JobInfo
 __all__ = [
     "METHODS",
     "SCHEMA_VERSION",
+    "Command",
     "ComponentEnergy",
     "Device",
     "DeviceEnergy",
@@ -260,6 +261,20 @@ class EpochRecord:
 
 
 @attrs.frozen
+class Command:
+    """The command ``carbontrack run`` measured: its command line and how it ended.
+
+    ``argv`` has secrets masked (``carbontrack._redact``). ``exit_code`` is what carbontrack
+    exited with: the command's own code, 128+N when signal N killed it (``signal`` names it);
+    ``None`` while it runs, so a checkpoint left by a killed carbontrack says the end is unknown.
+    """
+
+    argv: tuple[str, ...]
+    exit_code: int | None = None
+    signal: str | None = None
+
+
+@attrs.frozen
 class RunInfo:
     """What a run measures, known once it starts; given to writers at the start."""
 
@@ -395,6 +410,7 @@ class Report:
     warnings: tuple[str, ...] = ()
     partial: bool = False
     final: bool = True
+    command: Command | None = None
     carbontrack_version: str = ""
     schema: int = SCHEMA_VERSION
     job: JobReport | None = None

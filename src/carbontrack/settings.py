@@ -548,7 +548,7 @@ def _exporter_defaults(options: dict[str, Any]) -> None:
             options[name] = env
 
 
-def _default_file_mode() -> str:
+def default_file_mode() -> str:
     """``$CARBONTRACK_FILE_MODE``, else ``file_mode`` in the config file, else ``private``."""
     from carbontrack import _files
 
@@ -582,7 +582,7 @@ def make_settings(**options: Any) -> Settings:
         )
     given = {k for k, v in options.items() if v is not None}
     if options.get("file_mode") is None:
-        options["file_mode"] = _default_file_mode()
+        options["file_mode"] = default_file_mode()
     if options.get("location") is None:
         env = os.environ.get("CARBONTRACK_LOCATION", "").strip()
         if env:

@@ -14,6 +14,7 @@ import io
 import json
 import math
 import re
+import shlex
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -22,6 +23,7 @@ from typing import Any, TextIO
 
 import attrs
 
+from carbontrack._redact import redact_argv
 from carbontrack.model import J_PER_KWH
 from carbontrack.writers.csv import iso_utc
 from carbontrack.writers.runlog import MAX_LINE_PROBLEMS, iter_run_log
@@ -67,6 +69,11 @@ class RunSummary:
     complete: bool = True
     estimated: bool = False
     predicted_co2eq_g: float | None = None
+    #: What ran: ``carbontrack run``'s command, else the script's command line (secrets masked).
+    command: str = ""
+    #: How the command ended (``carbontrack run`` only): its exit code, the signal that killed it.
+    exit_code: int | None = None
+    signal: str | None = None
     note: str = ""
     # A multi-process job (see _report_jobs): its id, and for a node's or a rank's row of it
     # (``--by node`` / ``--by rank``) the node and rank; ``ranks`` counts the ranks seen.
@@ -76,6 +83,15 @@ class RunSummary:
     ranks: int | None = None
     part: str = ""
     parts: tuple[RunSummary, ...] = attrs.field(default=(), eq=False, repr=False)
+
+    @property
+    def status(self) -> str:
+        """How the run ended, in a word or two: ``ok``, ``exit 3``, ``SIGKILL``, ``killed?``."""
+        if self.signal:
+            return self.signal
+        if self.exit_code is not None:
+            return "ok" if self.exit_code == 0 else f"exit {self.exit_code}"
+        return "-" if self.complete else "killed?"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-compatible data."""
@@ -129,6 +145,11 @@ def _summary_from_report(path: str, data: Any, *, complete: bool, note: str = ""
     planned = data.get("epochs_planned")
     started = data.get("started_at")
     predictions = data.get("predictions")
+    command = data.get("command")
+    command = command if isinstance(command, Mapping) else {}
+    argv = command.get("argv")
+    exit_code = command.get("exit_code")
+    signal_name = command.get("signal")
     predicted = None
     if isinstance(predictions, list) and predictions and isinstance(predictions[0], Mapping):
         with contextlib.suppress(ValueError):
@@ -147,8 +168,20 @@ def _summary_from_report(path: str, data: Any, *, complete: bool, note: str = ""
         complete=complete,
         estimated=estimated,
         predicted_co2eq_g=predicted,
+        command=_command_line(argv),
+        exit_code=exit_code
+        if isinstance(exit_code, int) and not isinstance(exit_code, bool)
+        else None,
+        signal=signal_name if isinstance(signal_name, str) else None,
         note=note,
     )
+
+
+def _command_line(argv: Any) -> str:
+    # Written redacted; masked again, so that a log from an older version leaks nothing here.
+    if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv) or not argv:
+        return ""
+    return shlex.join(redact_argv(argv))
 
 
 def parse_run_log(path: Path, warnings: list[str]) -> RunSummary | None:
@@ -183,12 +216,16 @@ def parse_run_log(path: Path, warnings: list[str]) -> RunSummary | None:
             header = line
         elif kind == "epoch" and isinstance(line.get("epoch"), Mapping):
             epochs.append((number, line["epoch"]))
-    if final is not None:
-        return final
-    if checkpoint is not None:
+    found: RunSummary | None = final
+    if found is None and checkpoint is not None:
         later = [(n, e) for n, e in epochs if n > checkpoint_line]
-        return _checkpoint_and_later_epochs(path, checkpoint, later, warnings)
-    return _summary_from_epochs(path, header, epochs, warnings)
+        found = _checkpoint_and_later_epochs(path, checkpoint, later, warnings)
+    if found is None:
+        found = _summary_from_epochs(path, header, epochs, warnings)
+    if found is not None and not found.command and header is not None:
+        # A library run: the script that ran it (the header's argv) tells runs apart.
+        found = attrs.evolve(found, command=_command_line(header.get("argv")))
+    return found
 
 
 def _checkpoint_and_later_epochs(
@@ -588,75 +625,120 @@ def _when(ts: float | None) -> str:
         return "?"
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def _duration(seconds: float) -> str:
+    from carbontrack.writers.console import format_duration
+
     if not math.isfinite(seconds):
         return "?"
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"
+    return format_duration(seconds)
 
 
-def _co2(g: float | None, missing: str = "unknown") -> str:
-    return missing if g is None else f"{g:.3f} g"
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _short_command(command: str) -> str:
+    # The program's name without its directory (`/opt/venv/bin/python` -> `python`).
+    head, sep, rest = command.partition(" ")
+    return head.rsplit("/", 1)[-1] + sep + rest
+
+
+#: The command column's width at most: longer command lines end in "..." (JSON has them whole).
+COMMAND_WIDTH = 40
 
 
 def format_text(runs: list[RunSummary], total: Mapping[str, Any]) -> str:
-    """A table of runs and the total, readable in a terminal."""
-    head = (
-        f"{'run':<28} {'tool':<13} {'started':<16} {'epochs':>7} {'time':>9} "
-        f"{'energy kWh':>11} {'facility kWh':>13} {'CO2eq':>13} {'predicted':>13}"
-    )
-    lines = [head, "-" * len(head)]
+    """A table of runs and the total, readable in a terminal.
+
+    Energy and CO2eq take the unit that keeps three significant figures (Wh or kWh, g or kg),
+    as the run summary does; run ids are never cut; ``status`` says how the command ended.
+    """
+    from carbontrack.writers.console import format_co2, format_energy
+
+    def co2(g: float | None, missing: str) -> str:
+        return missing if g is None else format_co2(g).replace("CO2eq", "")
+
+    rows = []
     for r in runs:
-        epochs = "" if r.epochs is None else str(r.epochs)
+        epochs = "" if not r.epochs else str(r.epochs)
         if r.epochs_planned and r.epochs is not None:
             epochs = f"{r.epochs}/{r.epochs_planned}"
-        lines.append(
-            f"{r.run_id[:28]:<28} {r.tool:<13} {_when(r.started_at):<16} {epochs:>7} "
-            f"{_duration(r.duration_s):>9} {r.energy_kwh:>11.6f} {r.facility_energy_kwh:>13.6f} "
-            f"{_co2(r.co2eq_g):>13} {_co2(r.predicted_co2eq_g, '-'):>13}"
+        rows.append(
+            [
+                r.run_id,
+                r.tool,
+                _when(r.started_at),
+                r.status,
+                epochs,
+                _duration(r.duration_s),
+                format_energy(r.energy_kwh * J_PER_KWH),
+                format_energy(r.facility_energy_kwh * J_PER_KWH),
+                co2(r.co2eq_g, "unknown"),
+                co2(r.predicted_co2eq_g, "-"),
+                _cut(_short_command(r.command), COMMAND_WIDTH),
+            ]
         )
+    names = ["run", "tool", "started", "status", "epochs", "time", "energy", "facility"]
+    names += ["CO2eq", "predicted", "command"]
+    total_row = [
+        f"total ({_plural(total['runs'], 'run')})",
+        "",
+        "",
+        "",
+        "",
+        _duration(total["duration_s"]),
+        format_energy(total["energy_kwh"] * J_PER_KWH),
+        format_energy(total["facility_energy_kwh"] * J_PER_KWH),
+        co2(total["co2eq_g"], "unknown"),
+        "",
+        "",
+    ]
+    widths = [max(len(row[i]) for row in [names, *rows, total_row]) for i in range(len(names))]
+    left = {0, 1, 2, 3, 10}  # text columns; figures are right-aligned
+
+    def line(cells: list[str]) -> str:
+        return " ".join(
+            c.ljust(w) if i in left else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    rule = "-" * len(line(names))
+    lines = [line(names), rule]
+    for r, cells in zip(runs, rows, strict=True):
+        lines.append(line(cells))
         if r.estimated:
             lines.append("    ESTIMATED: some energy is a model estimate, not a measurement")
         if r.note:
             lines.append(f"    {r.note}")
-    lines.append("-" * len(head))
-    lines.append(
-        f"{'total (' + str(total['runs']) + ' runs)':<67} {_duration(total['duration_s']):>9} "
-        f"{total['energy_kwh']:>11.6f} {total['facility_energy_kwh']:>13.6f} "
-        f"{_co2(total['co2eq_g']):>13}"
-    )
+    lines.append(rule)
+    lines.append(line(total_row))
     if total["runs_without_co2eq"]:
         lines.append(
-            f"  CO2eq total leaves out {total['runs_without_co2eq']} run(s) whose log does not "
-            "state it"
+            f"  CO2eq total leaves out {_plural(total['runs_without_co2eq'], 'run')} whose log "
+            "does not state it"
         )
     return "\n".join(lines)
 
 
-def format_csv(runs: list[RunSummary], total: Mapping[str, Any]) -> str:
-    """One row per run, then a total row."""
+def format_csv(runs: list[RunSummary], total: Mapping[str, Any] | None = None) -> str:
+    """One row per run, and nothing else: no total row, which a spreadsheet or pandas would
+    sum with the runs (``--format text`` and ``json`` give the totals)."""
+    del total  # accepted for the callers of the old signature; deliberately not written
     out = io.StringIO()
     fields = [f.name for f in attrs.fields(RunSummary) if f.name != "parts"]
+    fields.insert(fields.index("exit_code"), "status")
     writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for r in runs:
         row = r.to_dict()
+        row["status"] = r.status
         # ISO 8601 UTC, as in the CSV files runs write (a spreadsheet reads it as a date).
         row["started_at"] = iso_utc(r.started_at) if r.started_at is not None else ""
         writer.writerow(row)
-    writer.writerow(
-        {
-            "path": "",
-            "tool": "",
-            "run_id": "TOTAL",
-            "duration_s": total["duration_s"],
-            "energy_kwh": total["energy_kwh"],
-            "facility_energy_kwh": total["facility_energy_kwh"],
-            "co2eq_g": total["co2eq_g"],
-            "note": f"{total['runs']} runs",
-        }
-    )
     return out.getvalue()
 
 
@@ -713,11 +795,18 @@ def usage_error(err: TextIO, message: str) -> int:
 
 
 def _write_output(target: str, text: str) -> None:
-    # Written next to the target and renamed: a reader never sees half a page.
-    path = Path(target).expanduser()
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    # Written next to the target and renamed: a reader never sees half a page. The runs it
+    # lists say where and what ran: the logs' file mode ($CARBONTRACK_FILE_MODE, the config
+    # file's file_mode, else private) holds for it too.
+    from carbontrack import _files
+    from carbontrack.errors import InvalidOption
+    from carbontrack.settings import default_file_mode
+
+    try:
+        mode = default_file_mode()
+    except InvalidOption:  # a broken setting never costs the report: private is the safe side
+        mode = "private"
+    _files.write_bytes(Path(target).expanduser(), text.encode("utf-8"), mode)
 
 
 def check_output(target: str | None, err: TextIO) -> bool:
@@ -763,7 +852,7 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | No
     runs = expand(runs, getattr(args, "by", "job") or "job")
     if fmt == "json":
         data = {
-            "runs": [r.to_dict() for r in runs],
+            "runs": [{**r.to_dict(), "status": r.status} for r in runs],
             "total": total,
             "warnings": warnings,
         }
