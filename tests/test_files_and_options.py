@@ -335,3 +335,22 @@ def test_a_run_exited_in_another_thread_ends(tmp_path: Path) -> None:
     with run as again:  # the same object still works in the first thread
         pass
     assert not again.running
+
+
+def test_a_symlink_planted_in_a_shared_log_dir_is_never_written_through(tmp_path: Path) -> None:
+    # In a shared directory another member could plant a link at a name carbontrack writes
+    # (a report's temporary file, a log) pointing at a file of yours: it must stay untouched.
+    from carbontrack import _files
+
+    shared = tmp_path / "team"
+    shared.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (shared / f".report.json.{os.getpid()}.tmp").symlink_to(victim)
+    _files.write_bytes(shared / "report.json", b"{}", "shared")
+    assert victim.read_text() == "precious\n"
+    assert (shared / "report.json").read_bytes() == b"{}"
+    (shared / "carbontrack-x.jsonl").symlink_to(victim)
+    with pytest.raises(OSError, match="symbolic links"):  # ELOOP: not followed
+        _files.open_append(shared / "carbontrack-x.jsonl", "shared")
+    assert victim.read_text() == "precious\n"

@@ -45,6 +45,7 @@ from carbontrack.model import (
     RunInfo,
     Sample,
     Unavailable,
+    check_device,
     component_of,
 )
 from carbontrack.settings import Settings, make_settings
@@ -230,10 +231,22 @@ class Tracker:
         found = self._host.broadcast("carbontrack_discover_devices", settings=self.settings)
         devices: dict[str, list[Device]] = {}
         unavailable: list[Unavailable] = []
+        hook = "carbontrack_discover_devices"
         for plugin, items in found.items():
+            if items is None:
+                continue
+            if not isinstance(items, list):  # the host runs out any iterable into a list
+                self._host.record_failure(
+                    plugin, hook, TypeError(f"returned {items!r:.100}, not a list of Device")
+                )
+                continue
             seen: set[str] = set()
-            for item in items or ():
-                if isinstance(item, Unavailable):
+            for item in items:
+                problem = check_device(item)
+                if problem is not None:
+                    # One bad value costs that value only; the plugin's other devices measure.
+                    self._host.record_failure(plugin, hook, TypeError(problem))
+                elif isinstance(item, Unavailable):
                     if self.settings.wants(item.kind):
                         unavailable.append(item)
                 elif isinstance(item, Device):
@@ -244,12 +257,6 @@ class Tracker:
                     elif self.settings.wants(item.kind):
                         seen.add(item.id)
                         devices.setdefault(plugin, []).append(item)
-                else:
-                    self._host.record_failure(
-                        plugin,
-                        "carbontrack_discover_devices",
-                        TypeError(f"returned {item!r}, not a Device or Unavailable"),
-                    )
         # A model estimate only stands in where nothing of its kind is measured: the host decides,
         # so plugin order can never put an estimate beside (and on top of) a measurement.
         measured = {d.kind for devs in devices.values() for d in devs if d.method != "model"}
@@ -321,9 +328,14 @@ class Tracker:
                 self._epoch_open = None
             ended = safe(self._sampler.read, "final reading")
             self._ended = ended if ended is not None else self._clock()
-            for plugin, devs in self._devices_by_plugin.items():
-                dropped = self._dropped_by_plugin.get(plugin, [])
-                self._host.call_one(plugin, "carbontrack_close_devices", devices=devs + dropped)
+            # All plugins at once, each on its own worker: a close that hangs costs one budget.
+            self._host.call_each(
+                "carbontrack_close_devices",
+                {
+                    plugin: {"devices": devs + self._dropped_by_plugin.get(plugin, [])}
+                    for plugin, devs in self._devices_by_plugin.items()
+                },
+            )
             end_wall = self._started_wall + (self._ended - self._started)
             intensity = safe(lambda: self._intensity_for(self._started_wall, end_wall), "intensity")
             if intensity is not None:
@@ -336,6 +348,7 @@ class Tracker:
             self._host.broadcast(
                 "carbontrack_report_ready", report=self._report, settings=self.settings
             )
+            self._host.close()  # the plugins' worker threads end (a stuck one when it returns)
             return self._report
 
     @property
@@ -613,6 +626,14 @@ class Tracker:
         for d in devices:
             if d.dropped:
                 warnings.append(f"{d.name} ({d.backend}): {d.dropped}")
+        for t in totals:
+            if t.resets:
+                # Each reset loses its interval: the figure is a lower bound, and says so.
+                warnings.append(
+                    f"{t.device.name} ({t.device.backend}): {t.resets} counter reset(s) over "
+                    f"{t.reset_s:.3g} s counted nothing (a driver reload, or a jump no "
+                    "plausible power explains); its figure is a lower bound"
+                )
         co2 = self._weighted_co2_g(energy, now)
         return Report(
             run_id=self.run_id,
@@ -632,7 +653,7 @@ class Tracker:
             unavailable=self._unavailable,
             failures=self._host.failures,
             warnings=tuple(warnings),
-            partial=any(d.dropped for d in devices) or bool(self._unavailable),
+            partial=any(d.dropped or d.resets for d in devices) or bool(self._unavailable),
             final=final,
             command=self.command,
             carbontrack_version=__version__,
@@ -887,7 +908,8 @@ def _components(
                 energy_j=sum(d.energy_j for d in members),
                 methods=tuple(m for m in METHODS if m in used),
                 devices=len(members),
-                partial=any(d.dropped for d in members) or comp in unavailable_components,
+                partial=any(d.dropped or d.resets for d in members)
+                or comp in unavailable_components,
             )
         )
     return tuple(components)

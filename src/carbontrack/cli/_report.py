@@ -297,6 +297,11 @@ def _summary_from_epochs(
     pue = options.get("pue") if isinstance(options, Mapping) else None
     pue = float(pue) if isinstance(pue, int | float) and not isinstance(pue, bool) else 1.0
     started = run.get("started_at")
+    # The epochs carry no methods: the header's devices say whether any energy was modelled.
+    devices = run.get("devices")
+    estimated = isinstance(devices, list) and any(
+        isinstance(d, Mapping) and d.get("method") == "model" for d in devices
+    )
     return RunSummary(
         path=str(path),
         tool="carbontrack",
@@ -309,6 +314,7 @@ def _summary_from_epochs(
         epochs=counted,
         epochs_planned=run.get("epochs") if isinstance(run.get("epochs"), int) else None,
         complete=False,
+        estimated=estimated,
         note=f"no report or checkpoint (killed?): sum of {counted} epoch line(s)",
     )
 
