@@ -591,6 +591,10 @@ def test_no_process_survives_the_interpreter(fake: FakePowermetrics) -> None:
         "from carbontrack.settings import make_settings\n"
         f"found = pm.discover(make_settings(interval_s={INTERVAL_S}))\n"
         "assert any(d.kind == 'cpu' for d in found), found\n"
+        "import time\n"
+        "deadline = time.monotonic() + 20\n"
+        "while found[0].handle.samples < 1 and time.monotonic() < deadline:\n"
+        "    time.sleep(0.01)  # the process runs (discovery no longer waits for it)\n"
         "# exits without closing the devices\n"
     )
     env = {**os.environ, pm.FORCE_ENV: "1"}
