@@ -46,6 +46,10 @@ MAX_INTERVAL_S = 3600.0
 #: Longest interval between checkpoints of the run log: a killed run loses at most this much.
 MAX_CHECKPOINT_S = 86400.0
 
+#: Longest wait of rank 0 for the other ranks at the end of a job: a wait of 1e12 s overflows
+#: the timer (OverflowError at the end of the run), and an hour is past any straggler.
+MAX_JOB_WAIT_S = 3600.0
+
 #: ``file_mode`` values (see ``carbontrack._files``): who may read the files carbontrack writes.
 FILE_MODES = ("private", "shared")
 
@@ -471,7 +475,8 @@ class Settings:
     )
     node_name: str | None = attrs.field(default=None, validator=_check_node_name)
     job_wait_s: float = attrs.field(
-        default=DEFAULT_JOB_WAIT_S, validator=_number("job_wait_s", minimum=0, strict=False)
+        default=DEFAULT_JOB_WAIT_S,
+        validator=_number("job_wait_s", minimum=0, strict=False, maximum=MAX_JOB_WAIT_S),
     )
 
     def __attrs_post_init__(self) -> None:
