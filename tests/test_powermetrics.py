@@ -549,6 +549,7 @@ def test_hung_subprocess_fails_reads_so_its_devices_drop(
 
 def test_close_as_root_terminates_and_reaps_the_process(as_root: FakePowermetrics) -> None:
     found = discover()
+    wait_for(lambda: len(as_root.pids()) == 1)  # it started (discovery does not wait for it)
     session = session_of(found)
     proc = session._proc
     assert proc is not None
@@ -591,6 +592,10 @@ def test_no_process_survives_the_interpreter(fake: FakePowermetrics) -> None:
         "from carbontrack.settings import make_settings\n"
         f"found = pm.discover(make_settings(interval_s={INTERVAL_S}))\n"
         "assert any(d.kind == 'cpu' for d in found), found\n"
+        "import time\n"
+        "deadline = time.monotonic() + 20\n"
+        "while found[0].handle.samples < 1 and time.monotonic() < deadline:\n"
+        "    time.sleep(0.01)  # the process runs (discovery no longer waits for it)\n"
         "# exits without closing the devices\n"
     )
     env = {**os.environ, pm.FORCE_ENV: "1"}

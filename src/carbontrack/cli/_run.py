@@ -114,7 +114,54 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         help="push the metrics to the Pushgateway at URL after each epoch and at the end "
         "(default $CARBONTRACK_PROMETHEUS_PUSH)",
     )
+    p.add_argument(
+        "--cpu-tdp-w",
+        type=float,
+        metavar="W",
+        help="rated power of all the machine's CPUs together, for the CPU estimate when no "
+        "counter can be read (in a VM: your share)",
+    )
+    p.add_argument(
+        "--rapl-psys",
+        action="store_true",
+        default=None,
+        help="measure the whole SoC with RAPL's psys domain instead of package + DRAM",
+    )
+    p.add_argument(
+        "--geolocate",
+        action="store_true",
+        default=None,
+        help="find the country from the public IP address when no location is set (asks a "
+        "third party)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        type=float,
+        metavar="S",
+        help="seconds between checkpoints in the run log (default 60; the first after 5 s)",
+    )
     p.add_argument("--log-dir", metavar="DIR", help="where the run log goes")
+    p.add_argument(
+        "--log-file-prefix", metavar="TEXT", help="put TEXT before the run log's file name"
+    )
+    p.add_argument(
+        "--job-id",
+        metavar="ID",
+        help="the job this task belongs to, shared by all its tasks (default: from srun, "
+        "mpirun or torchrun; see docs/clusters.md)",
+    )
+    p.add_argument(
+        "--no-distributed",
+        action="store_true",
+        help="measure this task alone even under srun/mpirun (each task then counts the "
+        "whole node)",
+    )
+    p.add_argument(
+        "--job-wait",
+        type=float,
+        metavar="S",
+        help="how long rank 0 waits for the other tasks' figures at the end (default 2)",
+    )
     p.add_argument("--no-log", action="store_true", help="write no run log")
     p.add_argument(
         "--file-mode",
@@ -147,6 +194,11 @@ _OPTION_OF = {
     "gpu_ids": "--gpu-ids",
     "attribution": "--attribution",
     "log_dir": "--log-dir",
+    "cpu_tdp_w": "--cpu-tdp-w",
+    "checkpoint_s": "--checkpoint",
+    "log_file_prefix": "--log-file-prefix",
+    "job_id": "--job-id",
+    "job_wait_s": "--job-wait",
     "file_mode": "--file-mode",
     "prometheus": "--prometheus",
     "prometheus_push": "--prometheus-push",
@@ -174,6 +226,13 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         ("gpu_ids", "gpu_ids"),
         ("attribution", "attribution"),
         ("log_dir", "log_dir"),
+        ("cpu_tdp_w", "cpu_tdp_w"),
+        ("rapl_psys", "rapl_psys"),
+        ("geolocate", "geolocate"),
+        ("checkpoint", "checkpoint_s"),
+        ("log_file_prefix", "log_file_prefix"),
+        ("job_id", "job_id"),
+        ("job_wait", "job_wait_s"),
         ("file_mode", "file_mode"),
         ("prometheus", "prometheus"),
         ("prometheus_push", "prometheus_push"),
@@ -191,9 +250,17 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         options["devices_by_pid"] = True
     if getattr(args, "no_log", False):
         options["write_log"] = False
+    if getattr(args, "no_distributed", False):
+        options["distributed"] = False
     # -v and -vv (debug logging) both ask track() for its most detailed summary (verbose=2).
     options["verbose"] = min(args.verbosity, 2)
-    return make_settings(**options)
+    settings = make_settings(**options)
+    # Under srun/mpirun each task is one rank of a job: a contradictory launcher environment
+    # is found now, before the command runs, not as a warning once it has.
+    from carbontrack._tracker import _resolve_job
+
+    _resolve_job(settings)
+    return settings
 
 
 # -- finding the command ---------------------------------------------------------------------
