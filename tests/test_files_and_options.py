@@ -212,6 +212,7 @@ def test_a_regular_config_is_still_read(tmp_path: Path, monkeypatch: pytest.Monk
             rf"interval_s=1000000000000.0 is not valid: expected .*<= {MAX_INTERVAL_S:g}",
         ),
         ({"checkpoint_s": 1e12}, rf"checkpoint_s=1000000000000.0 .*<= {MAX_CHECKPOINT_S:g}"),
+        ({"job_wait_s": 1e12}, r"job_wait_s=1000000000000.0 .*<= 3600"),
     ],
 )
 def test_bad_options_are_refused_naming_the_option(options: dict[str, Any], match: str) -> None:

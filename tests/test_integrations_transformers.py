@@ -167,3 +167,24 @@ def test_a_wrong_option_fails_at_construction_with_tracks_error() -> None:
     with pytest.raises(InvalidOption) as from_callback:
         CarbonTrackCallback(epochs=0)
     assert str(from_callback.value) == str(from_track.value)
+
+
+def test_attach_puts_the_figures_in_the_reporting_integrations_logs(tmp_path: Path) -> None:
+    # `seen` stands for a report_to integration: the Trainer calls those before the callbacks
+    # given to it, so without attach() they log each event before the figures are added.
+    seen = _Seen()
+    callback = CarbonTrackCallback(plugins=[fake_hardware()], log_dir=tmp_path, **QUIET)
+    trainer = _trainer(tmp_path, [seen, callback])
+    assert callback.attach(trainer) is callback
+    names = [type(cb).__name__ for cb in trainer.callback_handler.callbacks]
+    assert names.index("CarbonTrackCallback") < names.index("_Seen")
+    assert names.count("CarbonTrackCallback") == 1
+    trainer.train()
+    assert len(_carbon(seen.logs)) == 3
+
+
+def test_without_attach_a_callback_before_it_misses_the_figures(tmp_path: Path) -> None:
+    seen = _Seen()
+    callback = CarbonTrackCallback(plugins=[fake_hardware()], log_dir=tmp_path, **QUIET)
+    _trainer(tmp_path, [seen, callback]).train()
+    assert _carbon(seen.logs) == []  # the limit attach() exists for

@@ -549,6 +549,7 @@ def test_hung_subprocess_fails_reads_so_its_devices_drop(
 
 def test_close_as_root_terminates_and_reaps_the_process(as_root: FakePowermetrics) -> None:
     found = discover()
+    wait_for(lambda: len(as_root.pids()) == 1)  # it started (discovery does not wait for it)
     session = session_of(found)
     proc = session._proc
     assert proc is not None

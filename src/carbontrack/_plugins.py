@@ -89,6 +89,8 @@ class PluginInfo:
     hooks: tuple[str, ...]
     blocked: bool = False
     builtin: bool = False
+    #: Why the plugin could not be loaded (``make_plugin_manager(broken=...)``), else ``None``.
+    error: str | None = None
 
 
 _HOOK_PREFIX = f"{hookspecs.PROJECT}_"
@@ -139,13 +141,18 @@ class _PluginManager(pluggy.PluginManager):
 
 
 def make_plugin_manager(
-    *, autoload: bool = True, extra_plugins: Sequence[object] = ()
+    *,
+    autoload: bool = True,
+    extra_plugins: Sequence[object] = (),
+    broken: list[PluginInfo] | None = None,
 ) -> pluggy.PluginManager:
     """Return a fresh plugin manager with the built-ins, the block list and the entry points.
 
     ``extra_plugins`` (objects with hook implementations, such as ``carbontrack.testing``'s fake
     hardware) are registered after the built-ins. Raises ``PluginLoadError`` when a plugin
-    cannot be imported, naming the plugin, its distribution and the fix.
+    cannot be imported, naming the plugin, its distribution and the fix; with a ``broken``
+    list (the listing commands), each such plugin is appended to it instead, with its
+    ``error``, and the others load.
     """
     pm = _PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
@@ -174,12 +181,12 @@ def make_plugin_manager(
     for name in blocked_plugins():
         pm.set_blocked(name)
     if autoload and not os.environ.get(NO_AUTOLOAD_ENV):
-        _load_entry_points(pm)
+        _load_entry_points(pm, broken)
     pm.check_pending()
     return pm
 
 
-def _load_entry_points(pm: pluggy.PluginManager) -> None:
+def _load_entry_points(pm: pluggy.PluginManager, broken: list[PluginInfo] | None) -> None:
     for ep in _entry_points():
         if pm.is_blocked(ep.name) or pm.has_plugin(ep.name):
             continue
@@ -190,11 +197,25 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
             pm.register(plugin, name=ep.name)
         except Exception as exc:
             dist = ep.dist_display_name
-            raise PluginLoadError(
+            error = PluginLoadError(
                 f"plugin {ep.name!r} from {dist} failed to load ({type(exc).__name__}: {exc}). "
                 f"Fix: reinstall or upgrade it (pip install --upgrade {dist}), or disable it "
                 f"with {DISABLE_ENV}={ep.name}"
-            ) from exc
+            )
+            if broken is None:
+                raise error from exc
+            if pm.has_plugin(ep.name):  # registered, then failed (a bad hook): take it out
+                pm.unregister(name=ep.name)
+            broken.append(
+                PluginInfo(
+                    name=ep.name,
+                    distribution=dist,
+                    version=ep.dist_version,
+                    hooks=(),
+                    error=str(error),
+                )
+            )
+            continue
         _distributions(pm)[ep.name] = ep
 
 

@@ -531,6 +531,12 @@ class Tracker:
             self._warn(message)
 
     def _budget_error(self, p: Prediction) -> BudgetExceeded:
+        # The fix depends on what happens next: raising stops the run, warning carries on.
+        fix = (
+            "pass on_budget='warn' to carry on"
+            if self.settings.on_budget == "raise"
+            else "pass on_budget='raise' to stop such a run at the first prediction"
+        )
         s = self.settings
         kwh = p.energy_j * s.pue / J_PER_KWH
         parts = []
@@ -541,7 +547,7 @@ class Tracker:
         return BudgetExceeded(
             f"after {p.after_epoch} epoch(s), the predicted footprint of all {p.epochs} epochs "
             f"exceeds the budget: {'; '.join(parts)}. Raise the budget, train fewer epochs, or "
-            "pass on_budget='warn' to carry on"
+            + fix
         )
 
     def _require_running(self, what: str) -> None:

@@ -114,7 +114,36 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         help="push the metrics to the Pushgateway at URL after each epoch and at the end "
         "(default $CARBONTRACK_PROMETHEUS_PUSH)",
     )
+    p.add_argument(
+        "--cpu-tdp-w",
+        type=float,
+        metavar="W",
+        help="rated power of all the machine's CPUs together, for the CPU estimate when no "
+        "counter can be read (in a VM: your share)",
+    )
+    p.add_argument(
+        "--rapl-psys",
+        action="store_true",
+        default=None,
+        help="measure the whole SoC with RAPL's psys domain instead of package + DRAM",
+    )
+    p.add_argument(
+        "--geolocate",
+        action="store_true",
+        default=None,
+        help="find the country from the public IP address when no location is set (asks a "
+        "third party)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        type=float,
+        metavar="S",
+        help="seconds between checkpoints in the run log (default 60; the first after 5 s)",
+    )
     p.add_argument("--log-dir", metavar="DIR", help="where the run log goes")
+    p.add_argument(
+        "--log-file-prefix", metavar="TEXT", help="put TEXT before the run log's file name"
+    )
     p.add_argument(
         "--job-id",
         metavar="ID",
@@ -165,6 +194,9 @@ _OPTION_OF = {
     "gpu_ids": "--gpu-ids",
     "attribution": "--attribution",
     "log_dir": "--log-dir",
+    "cpu_tdp_w": "--cpu-tdp-w",
+    "checkpoint_s": "--checkpoint",
+    "log_file_prefix": "--log-file-prefix",
     "job_id": "--job-id",
     "job_wait_s": "--job-wait",
     "file_mode": "--file-mode",
@@ -194,6 +226,11 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         ("gpu_ids", "gpu_ids"),
         ("attribution", "attribution"),
         ("log_dir", "log_dir"),
+        ("cpu_tdp_w", "cpu_tdp_w"),
+        ("rapl_psys", "rapl_psys"),
+        ("geolocate", "geolocate"),
+        ("checkpoint", "checkpoint_s"),
+        ("log_file_prefix", "log_file_prefix"),
         ("job_id", "job_id"),
         ("job_wait", "job_wait_s"),
         ("file_mode", "file_mode"),

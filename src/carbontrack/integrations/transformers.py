@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from transformers import TrainerCallback
+from transformers import DefaultFlowCallback, TrainerCallback
 
 from carbontrack.integrations._core import CallbackMixin, Place, TrainingRun
 
@@ -33,6 +33,20 @@ class CarbonTrackCallback(CallbackMixin, TrainerCallback):  # type: ignore[misc]
         self._carbontrack = TrainingRun("Transformers", options, plugins, autoload)
         self._pending: dict[str, float] = {}
         self._first_step = 0
+
+    def attach(self, trainer: Any) -> CarbonTrackCallback:
+        """Put this callback on ``trainer`` before its reporting integrations; return it.
+
+        The Trainer calls the integrations chosen by ``report_to`` (TensorBoard, W&B,
+        MLflow...) before the callbacks given to ``Trainer(callbacks=...)``, so they would log
+        each event before this callback adds its figures. Attached here, right after the
+        Trainer's own flow callback, it comes first and they log carbontrack's figures too.
+        """
+        callbacks = trainer.callback_handler.callbacks
+        callbacks[:] = [cb for cb in callbacks if cb is not self]
+        first = 1 if callbacks and isinstance(callbacks[0], DefaultFlowCallback) else 0
+        callbacks.insert(first, self)
+        return self
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """Start measuring; the planned epochs come from ``num_train_epochs``."""
