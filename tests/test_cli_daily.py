@@ -581,3 +581,78 @@ def test_a_prediction_from_modelled_energy_is_labelled_an_estimate(
     assert "mean of 1 epoch)" in err
     assert "the 2 epochs drew (ESTIMATED)" in err
     assert "epochs measured drew" not in err
+
+
+MINI_SHELL = """
+import fcntl, os, signal, subprocess, sys, termios, time
+fcntl.ioctl(0, termios.TIOCSCTTY, 0)  # a session whose terminal is the pty, as a shell has
+signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+job = subprocess.Popen(sys.argv[1:], process_group=0)  # `carbontrack run ... &`: a background job
+def state():
+    return open(f"/proc/{job.pid}/stat").read().rsplit(")", 1)[1].split()[0]
+deadline = time.monotonic() + 20
+while state() != "T" and time.monotonic() < deadline:  # stopped by terminal input, as a job is
+    time.sleep(0.05)
+print("job stopped" if state() == "T" else "job not stopped", flush=True)
+os.tcsetpgrp(0, job.pid)  # `fg`: the terminal to the job, then continue it
+os.killpg(job.pid, signal.SIGCONT)
+sys.exit(job.wait(timeout=20))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_background_command_that_reads_the_terminal_stops_and_fg_resumes_it(
+    env: dict[str, str],
+) -> None:
+    import pty
+
+    master, slave = pty.openpty()
+    child = py("import sys; line = sys.stdin.readline(); print('got ' + line.strip())")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", MINI_SHELL, *CARBONTRACK, "run", "-q", "--no-log", "--", *child],
+        env=env,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
+    os.close(slave)
+    out = b""
+    deadline = time.monotonic() + TIMEOUT
+    while b"job stopped" not in out and b"job not" not in out and time.monotonic() < deadline:
+        if select.select([master], [], [], 0.1)[0]:
+            out += os.read(master, 1024)
+    assert b"job stopped" in out, out
+    os.write(master, b"hello\n")
+    while proc.poll() is None and time.monotonic() < deadline:
+        if select.select([master], [], [], 0.1)[0]:
+            try:
+                out += os.read(master, 1024)
+            except OSError:
+                break
+    os.close(master)
+    assert proc.wait(timeout=TIMEOUT) == 0, out
+    assert b"got hello" in out
+
+
+# -- 11. carbontrack report: units, run ids, the words --------------------------------------------
+
+
+def test_report_of_a_short_run_and_a_carbontracker_log_reads_well(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    from test_report_cmd import CT_NAME, write_carbontracker_logs
+
+    logs = Path(env["CARBONTRACK_HOME"]) / "logs"
+    assert carbontrack("run", "-q", "--", "true", env=env).returncode == 0
+    write_carbontracker_logs(logs / "ct")
+    done = carbontrack("report", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "0.000000" not in done.stdout  # a short run's energy in Wh with 3 figures
+    assert " Wh " in done.stdout
+    run_id = CT_NAME.removesuffix("_carbontracker")
+    assert run_id in done.stdout  # the whole id, never cut
+    assert "total (2 runs)" in done.stdout
+    assert " true" in done.stdout  # the command column tells the runs apart
+    only = carbontrack("report", str(logs / "ct"), env=env)
+    assert "total (1 run)" in only.stdout

@@ -322,20 +322,19 @@ def _prctl() -> Callable[..., int] | None:
 PR_SET_PDEATHSIG = 1
 
 
-def _foreground_tty() -> int | None:
-    """A descriptor of our controlling terminal when our process group is its foreground
-    group (we were started from an interactive shell), else ``None``."""
+def _controlling_tty() -> int | None:
+    """A descriptor of our controlling terminal, or ``None`` without one (CI, nohup, setsid)."""
     try:
-        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+        return os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError:
         return None
+
+
+def _is_foreground(fd: int, pgid: int) -> bool:
     try:
-        if os.tcgetpgrp(fd) == os.getpgrp():
-            return fd
+        return os.tcgetpgrp(fd) == pgid
     except OSError:
-        pass
-    os.close(fd)
-    return None
+        return False
 
 
 def _set_foreground(fd: int, pgid: int) -> bool:
@@ -390,7 +389,9 @@ class _Child:
             self.own_group = os.getpgid(pid) == pid
         except OSError:
             self.own_group = False
-        self._tty = _foreground_tty() if self.own_group else None
+        # Job control needs the terminal: who is in its foreground, and stopping with the
+        # command (a background carbontrack whose command stops on terminal input too).
+        self._tty = _controlling_tty() if self.own_group else None
 
     def _in_child(self, gate_r: int, err_w: int) -> None:  # pragma: no cover - child only
         code = 0
@@ -426,8 +427,8 @@ class _Child:
 
     def release(self) -> int | None:
         """Let the child exec; return the errno of a failed exec, or ``None`` when it ran."""
-        if self._tty is not None and not _set_foreground(self._tty, self.pid):
-            self._close_tty()
+        if self._tty is not None and _is_foreground(self._tty, os.getpgrp()):
+            _set_foreground(self._tty, self.pid)  # the command gets the keyboard, as if alone
         try:
             os.write(self._gate_w, b"g")
         except OSError:
@@ -492,17 +493,19 @@ class _Child:
         # gets the terminal; on `fg` (or `bg`) carry on and continue the command.
         if self._tty is None:
             return  # no job control here (a debugger, a supervisor): keep waiting
-        _set_foreground(self._tty, os.getpgrp())
+        if _is_foreground(self._tty, self.pid):
+            _set_foreground(self._tty, os.getpgrp())
         os.kill(os.getpid(), signal.SIGSTOP)
-        with contextlib.suppress(OSError):
-            if os.tcgetpgrp(self._tty) == os.getpgrp():  # `fg`, not `bg`
-                _set_foreground(self._tty, self.pid)
+        # Continued: by `fg` (the terminal is ours again: hand it on) or by `bg`.
+        if _is_foreground(self._tty, os.getpgrp()):
+            _set_foreground(self._tty, self.pid)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGCONT)
 
     def _take_terminal_back(self) -> None:
         if self._tty is not None:
-            _set_foreground(self._tty, os.getpgrp())
+            if _is_foreground(self._tty, self.pid):
+                _set_foreground(self._tty, os.getpgrp())
             self._close_tty()
 
     def _close_tty(self) -> None:
