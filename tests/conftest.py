@@ -20,8 +20,18 @@ REAL_BACKENDS = "rapl,nvml,powermetrics,estimate"
 
 # torchrun's and torch.distributed's variables (carbontrack._job reads these).
 _LAUNCHER_VARS = frozenset(
-    {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "NODE_RANK",
-     "TORCHELASTIC_RUN_ID", "TORCHELASTIC_RESTART_COUNT", "MPI_LOCALRANKID", "MPI_LOCALNRANKS"}
+    {
+        "RANK",
+        "LOCAL_RANK",
+        "WORLD_SIZE",
+        "LOCAL_WORLD_SIZE",
+        "GROUP_RANK",
+        "NODE_RANK",
+        "TORCHELASTIC_RUN_ID",
+        "TORCHELASTIC_RESTART_COUNT",
+        "MPI_LOCALRANKID",
+        "MPI_LOCALNRANKS",
+    }
 )
 
 
@@ -31,6 +41,8 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
     monkeypatch.setenv("CARBONTRACK_DISABLE_PLUGINS", REAL_BACKENDS)
     monkeypatch.setenv("CARBONTRACK_DISABLE_PLUGIN_AUTOLOAD", "1")
     monkeypatch.delenv("CARBONTRACK_LOCATION", raising=False)
+    monkeypatch.delenv("CARBONTRACK_PROMETHEUS", raising=False)
+    monkeypatch.delenv("CARBONTRACK_PROMETHEUS_PUSH", raising=False)
     # A suite run under a launcher (srun pytest, a CI runner in a Slurm job) must not turn
     # every test's run into one rank of a job.
     for name in list(os.environ):

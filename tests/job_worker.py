@@ -26,6 +26,7 @@ def main() -> None:
     parser.add_argument("--die-rank", type=int, default=-1, help="this rank dies mid-run")
     parser.add_argument("--wait-s", type=float, default=2.0)
     parser.add_argument("--checkpoint-s", type=float, default=60.0)
+    parser.add_argument("--no-collectives", action="store_true")
     args = parser.parse_args()
 
     rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
@@ -42,7 +43,7 @@ def main() -> None:
         deadline = time.monotonic() + args.epoch_s
         while time.monotonic() < deadline:
             time.sleep(0.02)
-        if args.torch:
+        if args.torch and not args.no_collectives:
             t = torch.ones(4)
             dist.all_reduce(t)
 
@@ -59,15 +60,19 @@ def main() -> None:
             verbose=0,
             job_wait_s=args.wait_s,
             checkpoint_s=args.checkpoint_s,
+            interval_s=min(1.0, args.checkpoint_s),
         ) as run:
             for epoch in range(args.epochs):
                 if rank == args.die_rank and epoch == 1:
                     os._exit(3)  # killed: no final report, no goodbye
                 with run.epoch():
                     train_epoch()
+            stopping = time.monotonic()
+        stop_s = time.monotonic() - stopping
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / f"rank{rank}.json").write_text(json.dumps(run.report.to_dict()))
-    if args.torch and args.die_rank < 0:
+        result = {"report": run.report.to_dict(), "stop_s": stop_s}
+        (args.out / f"rank{rank}.json").write_text(json.dumps(result))
+    if args.torch and args.die_rank < 0 and not args.no_collectives:
         dist.destroy_process_group()
     sys.exit(0)
 

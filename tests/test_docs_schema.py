@@ -12,6 +12,7 @@ import pytest
 
 from carbontrack import track
 from carbontrack.model import (
+    Command,
     SCHEMA_VERSION,
     ComponentEnergy,
     Device,
@@ -38,6 +39,7 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "report-schema.md"
 # Everything ``Report.to_dict()`` and the run log's header can hold.
 DOCUMENTED: tuple[type, ...] = (
     Report,
+    Command,
     DeviceEnergy,
     ComponentEnergy,
     EpochRecord,

@@ -206,6 +206,7 @@ def test_a_regular_config_is_still_read(tmp_path: Path, monkeypatch: pytest.Monk
         ({"gpu_ids": [0, 1.5]}, r"gpu_ids=\[0, 1\.5\] is not valid.*got float 1\.5"),
         ({"gpu_ids": -1}, r"gpu_ids=-1 is not valid"),
         ({"gpu_ids": True}, r"gpu_ids=True is not valid"),
+        ({"gpu_ids": "0,3.5"}, r"gpu_ids='0,3\.5' is not valid"),
         (
             {"interval_s": 1e12},
             rf"interval_s=1000000000000.0 is not valid: expected .*<= {MAX_INTERVAL_S:g}",
@@ -244,3 +245,65 @@ def test_the_run_log_header_still_reads_back(tmp_path: Path) -> None:
     _run(tmp_path)
     [log] = tmp_path.glob("*.jsonl")
     assert json.loads(log.read_text().splitlines()[0])["type"] == "header"
+
+
+# -- the command line --------------------------------------------------------------------------
+
+
+def test_cli_json_report_and_run_log_follow_the_file_mode(tmp_path: Path) -> None:
+    from cli_helpers import carbontrack, cli_env
+
+    env = cli_env(tmp_path)
+    private = tmp_path / "out" / "report.json"
+    done = carbontrack("run", "--json", str(private), "--", "true", env=env)
+    assert done.returncode == 0, done.stderr
+    assert _mode(private) == 0o600  # old code: 0644 (write_text under umask 022)
+    logs = Path(env["CARBONTRACK_HOME"]) / "logs"
+    assert {_mode(p) for p in logs.iterdir()} == {0o600}
+    shared = tmp_path / "team"
+    done = carbontrack(
+        "run",
+        "--file-mode",
+        "shared",
+        "--log-dir",
+        str(shared),
+        "--json",
+        str(shared / "r.json"),
+        "--",
+        "true",
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert {_mode(p) for p in shared.iterdir()} == {0o660}
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["--interval", "1e12"], "--interval"),
+        (["--gpu-ids", "-1"], "--gpu-ids"),
+        (["--file-mode", "public"], "--file-mode"),
+    ],
+)
+def test_cli_bad_options_exit_2_before_the_command(
+    tmp_path: Path, argv: list[str], named: str
+) -> None:
+    from cli_helpers import carbontrack, cli_env
+
+    marker = tmp_path / "ran"
+    done = carbontrack("run", *argv, "--", "touch", str(marker), env=cli_env(tmp_path))
+    assert done.returncode == 2
+    assert named in done.stderr
+    assert not marker.exists()
+
+
+def test_cli_refuses_a_config_that_is_a_device(tmp_path: Path) -> None:
+    from cli_helpers import carbontrack, cli_env
+
+    env = {**cli_env(tmp_path), "CARBONTRACK_CONFIG": "/dev/zero"}
+    marker = tmp_path / "ran"
+    done = carbontrack("run", "--", "touch", str(marker), env=env)
+    assert done.returncode == 2, done.stderr
+    assert "/dev/zero" in done.stderr
+    assert "character device" in done.stderr
+    assert not marker.exists()

@@ -363,10 +363,15 @@ def test_refused_sudo_gives_the_sudoers_line_for_this_user(fake: FakePowermetric
     unavailable = found[0]
     assert isinstance(unavailable, Unavailable)
     user = pwd.getpwuid(os.getuid()).pw_name
-    line = f"{user} ALL=(ALL) NOPASSWD: {fake.executable}"
+    # The exact arguments carbontrack runs, commas escaped as sudoers(5) requires; no wildcard.
+    line = (
+        f"{user} ALL=(root) NOPASSWD: {fake.executable} -f plist -s "
+        f"cpu_power\\,gpu_power\\,ane_power -i {round(INTERVAL_S * 1000)} -b 0"
+    )
     assert f"`{line}`" in unavailable.fix
-    assert "sudo visudo" in unavailable.fix
-    assert f"echo '{line}' | sudo tee -a /etc/sudoers" in unavailable.fix
+    assert "sudo visudo -f /etc/sudoers.d/carbontrack" in unavailable.fix
+    assert "tee" not in unavailable.fix
+    assert "*" not in unavailable.fix
     assert "password is required" in unavailable.reason
     assert fake.invocations("powermetrics") == []
 
@@ -732,3 +737,58 @@ def test_native_arm64_python_is_not_called_rosetta(fake: FakePowermetrics) -> No
     pm.carbontrack_close_devices(devices)
     assert devices
     assert "Rosetta" not in devices[0].detail
+
+
+# -- the sudoers fix never grants root (issue 21) ------------------------------------------------
+
+
+def test_a_user_owned_powermetrics_first_on_path_is_never_run_or_named_for_sudo(
+    fake: FakePowermetrics, tmp_path: Path
+) -> None:
+    # Old code: `carbontrack devices` printed a NOPASSWD rule naming the user's own file, which
+    # its owner could then replace with anything to run as root.
+    os.chown(fake.executable, 4321, 4321)
+    fake.configure(sudo="refuse")
+    found = discover()
+    assert fake.invocations("sudo") == []  # not run through sudo at all
+    assert [u.kind for u in found if isinstance(u, Unavailable)] == ["cpu", "gpu", "ane"]
+    unavailable = found[0]
+    assert isinstance(unavailable, Unavailable)
+    assert "NOPASSWD" not in unavailable.fix
+    assert str(fake.executable) not in unavailable.fix
+    assert "owned by uid 4321, not root" in unavailable.reason
+    assert "/usr/bin/powermetrics" in unavailable.fix
+
+
+def test_a_powermetrics_in_a_directory_others_can_write_is_refused(
+    fake: FakePowermetrics,
+) -> None:
+    folder = Path(fake.executable).parent
+    folder.chmod(0o777)  # anyone may swap the file (no sticky bit)
+    try:
+        found = discover()
+    finally:
+        folder.chmod(0o755)
+    assert fake.invocations("sudo") == []
+    unavailable = found[0]
+    assert isinstance(unavailable, Unavailable)
+    assert f"{folder} is writable by users other than root" in unavailable.reason
+
+
+def test_the_trust_check_accepts_root_owned_files_in_sticky_directories(tmp_path: Path) -> None:
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)  # like /tmp: others may add files but not replace root's
+    tool = sticky / "tool"
+    tool.write_text("")
+    tool.chmod(0o755)
+    if os.geteuid() != 0:
+        pytest.skip("needs root-owned files")
+    assert pm.trust_problem(str(tool)) is None
+    tool.chmod(0o777)
+    assert pm.trust_problem(str(tool)) == f"{tool} is writable by users other than root"
+
+
+def test_the_sudoers_rule_escapes_what_sudoers_requires() -> None:
+    fix = pm.sudoers_fix("alice", ["/usr/bin/powermetrics", "-s", "a,b", "-x", "c:d=e!"])
+    assert "alice ALL=(root) NOPASSWD: /usr/bin/powermetrics -s a\\,b -x c\\:d\\=e\\!" in fix

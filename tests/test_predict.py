@@ -107,16 +107,64 @@ def test_one_epoch_gives_the_papers_point_estimate_and_no_interval() -> None:
 
 
 def test_interval_is_r_mean_plus_minus_t_s_sqrt_r_plus_r2_over_n() -> None:
-    energies = [900.0, 1000.0, 1100.0]  # mean 1000, s = 100, n = 3
+    energies = [900.0, 1100.0]  # mean 1000, s = 141.4, n = 2: too few epochs for a trend
     p = predict(epochs_of(energies), total_epochs=10, g_per_kwh=100.0, pue=1.0)
-    r, n = 7, 3
-    half = 4.302652729749411 * 100.0 * math.sqrt(r + r * r / n)  # t(0.975, 2)
+    r, n, s = 8, 2, math.sqrt(2.0) * 100.0
+    half = 12.706204736174698 * s * math.sqrt(r + r * r / n)  # t(0.975, 1)
     assert p.level == 0.95
-    assert p.energy_j == 3000.0 + r * 1000.0
-    assert p.energy_j_low == pytest.approx(3000.0 + r * 1000.0 - half)
-    assert p.energy_j_high == pytest.approx(3000.0 + r * 1000.0 + half)
-    assert p.co2eq_g_low == pytest.approx(p.energy_j_low / J_PER_KWH * 100.0)
-    assert interval_half_width(100.0, n, r) == pytest.approx(half)
+    assert p.trend is None
+    assert p.energy_j == 2000.0 + r * 1000.0
+    assert p.energy_j_low == pytest.approx(max(2000.0 + r * 1000.0 - half, 2000.0))
+    assert p.energy_j_high == pytest.approx(2000.0 + r * 1000.0 + half)
+    assert p.co2eq_g_high == pytest.approx(p.energy_j_high / J_PER_KWH * 100.0)
+    assert interval_half_width(s, n, r) == pytest.approx(half)
+
+
+def test_with_3_epochs_the_interval_allows_for_a_trend_it_cannot_rule_out() -> None:
+    # Energies 900, 1100, 1000: slope 50 J/epoch, residual s = 122.5 (df 1), not clear.
+    energies = [900.0, 1100.0, 1000.0]
+    p = predict(epochs_of(energies), total_epochs=10, g_per_kwh=100.0, pue=1.0)
+    r, n, sxx, x_bar = 7, 3, 2.0, 2.0
+    s = math.sqrt(1.5 * 100.0**2)  # residuals -25, 50, -25 (x 2)
+    spread = sum(x - x_bar for x in range(4, 11))
+    half = 12.706204736174698 * s * math.sqrt(r + r * r / n + spread**2 / sxx)
+    assert p.trend == "allowed for"
+    assert p.trend_j_per_epoch == pytest.approx(50.0)
+    assert p.energy_j == pytest.approx(3000.0 + r * 1000.0)  # the mean: the slope is not clear
+    line = r * 1000.0 + 50.0 * spread  # the fitted line's remaining epochs
+    assert p.energy_j_high == pytest.approx(3000.0 + line + half)  # the line's interval
+    assert p.energy_j_low == pytest.approx(max(3000.0 + line - half, 3000.0))
+
+
+def test_a_clear_trend_is_extrapolated() -> None:
+    energies = [1000.0, 1020.0, 1041.0, 1059.0, 1080.0, 1101.0]  # about +20 J per epoch
+    p = predict(epochs_of(energies), total_epochs=20, g_per_kwh=1.0, pue=1.0)
+    assert p.trend == "modelled"
+    assert p.trend_j_per_epoch == pytest.approx(20.1, abs=0.2)
+    expected_rest = sum(1000.0 - 20.1 + 20.1 * k for k in range(7, 21))
+    assert p.energy_j == pytest.approx(sum(energies) + expected_rest, rel=0.003)
+    assert p.energy_j_low <= sum(energies) + expected_rest <= p.energy_j_high  # type: ignore[operator]
+
+
+def test_a_falling_trend_never_predicts_negative_epochs() -> None:
+    energies = [1000.0, 800.0, 600.0, 400.0]
+    p = predict(epochs_of(energies), total_epochs=20, g_per_kwh=1.0, pue=1.0)
+    assert p.trend == "modelled"
+    assert p.energy_j == pytest.approx(sum(energies) + 200.0)  # then 0 J per epoch
+
+
+@pytest.mark.parametrize("slope", [0.005, 0.02, 0.04])
+def test_trending_runs_keep_interval_coverage_near_nominal_after_5_epochs(slope: float) -> None:
+    # Issue 19: under a steady trend the mean's interval covered 0 % of runs after 5 epochs.
+    rng = random.Random(f"trend-{slope}")
+    total, runs, covered = 40, 1000, 0
+    for _ in range(runs):
+        energies = [rng.gauss(1000.0 * (1 + slope * i), 50.0) for i in range(total)]
+        p = predict(epochs_of(energies[:5]), total_epochs=total, g_per_kwh=1.0, pue=1.0)
+        assert p.energy_j_low is not None
+        assert p.energy_j_high is not None
+        covered += p.energy_j_low <= sum(energies) <= p.energy_j_high
+    assert abs(covered / runs - 0.95) <= 0.05
 
 
 def test_level_is_stated_and_changes_the_width() -> None:

@@ -610,3 +610,68 @@ def test_track_through_a_wrap_of_every_counter(
     energy = {d.id: d.energy_j for d in run.report.devices}
     assert energy == pytest.approx({"package-0": 1000.0, "dram-0": 100.0})
     assert all(d.resets == 0 for d in run.report.devices)
+
+
+# -- issue 19: Zen 4 per-CCD zones (kernel 6.10) and whole-joule psys --------------------------
+
+
+@pytest.mark.parametrize("sockets", [1, 2])
+def test_zen4_per_ccd_die_zones_with_core_subzones_count_each_socket_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sockets: int
+) -> None:
+    # Kernel 6.10 registers a zone per CCD on Zen 4 (package-S-die-D, upstream 26096aed255f),
+    # all showing the socket counter, each with its own core sub-zone :0 (inside the package).
+    clock = FakeClock()
+    tree = amd_zen(tmp_path, clock=clock, watts=150.0, core_watts=6.0, ccds=4, sockets=sockets)
+    point_at(monkeypatch, tree)
+    assert sum(1 for z in tree if z.name == "core") == 4 * sockets
+    found = devices_of(discover())
+    assert sorted(found) == [f"package-{s}-die-0" for s in range(sockets)]
+    assert {d.kind for d in found.values()} == {"cpu"}
+    sampler = sampler_for(clock)
+    sampler.read()
+    tree.advance(10.0)
+    sampler.read()
+    assert sampler.total_j() == pytest.approx(150.0 * 10.0 * sockets)
+
+
+def test_whole_joule_psys_is_measured_and_says_how_coarse_it_is(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from carbontrack.testing.powercap import PSYS_1J_RANGE_UJ, sapphire_rapids
+
+    clock = FakeClock()
+    tree = sapphire_rapids(tmp_path, clock=clock, psys_watts=420.0)
+    point_at(monkeypatch, tree)
+    psys = tree.zone("psys")
+    assert psys.counter_uj % 1_000_000 == 0
+    tree.advance(0.4)  # 168 J: the file shows whole joules only
+    assert psys.counter_uj % 1_000_000 == 0
+    with caplog.at_level(logging.WARNING):
+        found = devices_of(discover(rapl_psys=True))
+        assert list(found) == ["psys"]
+        assert "counts in whole joules" in found["psys"].detail
+        assert f"wraps every {PSYS_1J_RANGE_UJ / 1e6:,.0f} J" in found["psys"].detail
+        host = PluginHost(make_plugin_manager(autoload=False))
+        sampler = Sampler(host, {"rapl": list(found.values())}, interval_s=1.0, clock=clock)
+        sampler.read()
+        # Reads a few ms apart straddle 1 J steps (an implied kW for a moment): all counted.
+        for _ in range(50):
+            tree.advance(0.005)
+            sampler.read()
+        tree.advance(9.75)
+        sampler.read()
+    assert sampler.total_j() == pytest.approx(420.0 * 10.0, abs=2.0)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_packages_next_to_a_whole_joule_psys_keep_their_fine_units(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from carbontrack.testing.powercap import sapphire_rapids
+
+    tree = sapphire_rapids(tmp_path)
+    point_at(monkeypatch, tree)
+    found = devices_of(discover())
+    assert sorted(found) == ["dram-0", "dram-1", "package-0", "package-1"]
+    assert not any("whole joules" in d.detail for d in found.values())

@@ -166,6 +166,7 @@ class Ledger:
         store_finder: Callable[[], Any | None] = default_store,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        # ``clock`` bounds the waits: a real clock (a test's fake clock would never run out).
         self.job = job
         self.sequence = next_sequence(job.job_id, job.rank)
         self.started_at = started_at

@@ -47,6 +47,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("runlog", "carbontrack.writers.runlog:RunLogWriter"),
     ("csv", "carbontrack.writers.csv:CsvWriter"),
     ("console", "carbontrack.writers.console:ConsoleWriter"),
+    ("prometheus", "carbontrack.writers.prometheus:PrometheusWriter"),
     ("nvml", "carbontrack.backends.nvml"),
     ("rapl", "carbontrack.backends.rapl"),
     ("powermetrics", "carbontrack.backends.powermetrics"),

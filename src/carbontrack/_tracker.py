@@ -31,6 +31,7 @@ from carbontrack.errors import BudgetExceeded, UsageError
 from carbontrack.model import (
     J_PER_KWH,
     METHODS,
+    Command,
     ComponentEnergy,
     Device,
     DeviceEnergy,
@@ -42,6 +43,7 @@ from carbontrack.model import (
     RankEnergy,
     Report,
     RunInfo,
+    Sample,
     Unavailable,
     component_of,
 )
@@ -50,6 +52,10 @@ from carbontrack.settings import Settings, make_settings
 __all__ = ["Tracker", "track", "track_epochs"]
 
 logger = logging.getLogger(__name__)
+
+#: Seconds to the first checkpoint (then every ``checkpoint_s``): a run killed early, even
+#: within its first minute, leaves the energy of its first seconds in the run log.
+FIRST_CHECKPOINT_S = 5.0
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -119,6 +125,8 @@ class Tracker:
         self._epoch_open: tuple[float, float, float, dict[str, float]] | None = None
         self._warnings: list[str] = []
         self._budget_hit: Prediction | None = None
+        #: Set by ``carbontrack run``: the command measured, then how it ended (before stop()).
+        self.command: Command | None = None
         # 48 random bits, as uuid4().hex[:12] gave, without importing uuid at every start.
         self.run_id = os.urandom(6).hex()
         self._pid = os.getpid()
@@ -152,6 +160,10 @@ class Tracker:
 
             # An unknown location code is the user's mistake: raise it before any work starts.
             check_location(self.settings)
+            from carbontrack.writers.prometheus import with_config_file
+
+            # The config file's exporter keys: checked now too, before any work.
+            self.settings = with_config_file(self.settings)
             # So is a contradictory job (rank=5 of world_size=2, a garbled launcher variable).
             self._job = _resolve_job(self.settings)
 
@@ -164,6 +176,12 @@ class Tracker:
             self._location = self._host.first("carbontrack_locate", settings=self.settings) or (
                 Location(country=None, source="unknown")
             )
+            # Asked once: a run without a live exporter builds no per-tick sample at all (the
+            # built-in Prometheus exporter only wants them when the run exports).
+            wants_samples = set(self._host.implementers("carbontrack_sample"))
+            if self.settings.prometheus is None and self.settings.prometheus_push is None:
+                wants_samples.discard("prometheus")
+            self._sample_hook = bool(wants_samples)
             self._started_wall = self._wall_clock()
             self._intensity = self._intensity_for(self._started_wall, self._started_wall)
             if self._job is not None:
@@ -177,7 +195,6 @@ class Tracker:
                     log_dir=log_dir(self.settings),
                     wait_s=self.settings.job_wait_s,
                     store_finder=self._store_finder,
-                    clock=self._clock,
                 )
             self._sampler = Sampler(
                 self._host,
@@ -617,6 +634,7 @@ class Tracker:
             warnings=tuple(warnings),
             partial=any(d.dropped for d in devices) or bool(self._unavailable),
             final=final,
+            command=self.command,
             carbontrack_version=__version__,
             job=self._rank_job_report(
                 final=final, devices=devices, energy_j=energy, co2eq_g=co2, now=now
@@ -792,8 +810,46 @@ class Tracker:
             job=ledger_report,
         )
 
+    def _sample(self, now: float) -> Sample:
+        # No tracker lock: the sampler's totals are consistent on their own, and the caller's
+        # thread may hold the lock for as long as an epoch boundary takes.
+        devices = tuple(
+            DeviceEnergy(
+                id=t.device.id,
+                kind=t.device.kind,
+                name=t.device.name,
+                backend=t.device.backend,
+                method=t.device.method,
+                energy_j=t.energy_j,
+                shared=t.device.shared,
+                resets=t.resets,
+                dropped=t.dropped,
+            )
+            for t in self._sampler.totals()
+        )
+        energy = sum(d.energy_j for d in devices)
+        intensity = self._intensity
+        return Sample(
+            run_id=self.run_id,
+            at=now,
+            duration_s=now - self._started,
+            devices=devices,
+            energy_j=energy,
+            co2eq_g=self._co2_g(energy),
+            g_per_kwh=intensity.g_per_kwh,
+        )
+
     def _on_tick(self, now: float) -> None:
-        if now - self._last_checkpoint < self.settings.checkpoint_s:
+        if self._sample_hook and self._state == _RUNNING:
+            self._host.broadcast(
+                "carbontrack_sample", sample=self._sample(now), settings=self.settings
+            )
+        # The first checkpoint comes early: a run killed before one whole interval still
+        # leaves a measurement in its log.
+        due = self.settings.checkpoint_s
+        if self._last_checkpoint == self._started:
+            due = min(due, FIRST_CHECKPOINT_S)
+        if now - self._last_checkpoint < due:
             return
         self._last_checkpoint = now
         # Never wait for the caller's thread: it may hold the lock while stop() joins this

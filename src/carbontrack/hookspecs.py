@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         Reading,
         Report,
         RunInfo,
+        Sample,
         Unavailable,
     )
     from carbontrack.settings import Settings
@@ -133,6 +134,18 @@ def carbontrack_checkpoint(report: Report, settings: Settings) -> None:
 
     Called from the sampler thread every ``settings.checkpoint_s``, so that a killed process
     loses at most one checkpoint interval of data.
+    """
+
+
+@hookspec
+def carbontrack_sample(sample: Sample, settings: Settings) -> None:
+    """The sampler read every device: ``sample`` holds each device's energy so far.
+
+    Called on the sampler's background thread after each read (every ``settings.interval_s``,
+    one second by default), for live exporters that need fresher figures than checkpoints
+    give. It must return in microseconds and never block, wait or do I/O: store the figures
+    and let another thread (a scrape, a push) use them. An implementation that raises is
+    recorded and logged once, like any other.
     """
 
 

@@ -19,6 +19,7 @@ from carbontrack._job import JobInfo
 __all__ = [
     "METHODS",
     "SCHEMA_VERSION",
+    "Command",
     "ComponentEnergy",
     "Device",
     "DeviceEnergy",
@@ -35,6 +36,7 @@ __all__ = [
     "Reading",
     "Report",
     "RunInfo",
+    "Sample",
     "Unavailable",
     "component_of",
 ]
@@ -218,6 +220,10 @@ class Prediction:
     the intensity forecast when ``forecast_used``). ``best_start_ts`` is the start time in the
     forecast horizon that minimises the CO2eq of the whole run, and ``best_start_saving_g``
     what that saves against starting the whole run now (both ``None`` without a forecast).
+    ``trend`` says how a linear trend in epoch energy was handled (3 or more epochs in the
+    mean): ``"modelled"`` (the trend is clear: the remaining epochs follow the fitted line) or
+    ``"allowed for"`` (no clear trend: the mean, with an interval wide enough for a trend the
+    epochs cannot rule out); ``trend_j_per_epoch`` is the fitted slope.
     """
 
     after_epoch: int
@@ -238,6 +244,8 @@ class Prediction:
     forecast_used: bool = False
     best_start_ts: float | None = None
     best_start_saving_g: float | None = None
+    trend: str | None = None
+    trend_j_per_epoch: float | None = None
 
 
 @attrs.frozen
@@ -250,6 +258,20 @@ class EpochRecord:
     energy_j: float
     co2eq_g: float
     energy_by_component_j: Mapping[str, float] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class Command:
+    """The command ``carbontrack run`` measured: its command line and how it ended.
+
+    ``argv`` has secrets masked (``carbontrack._redact``). ``exit_code`` is what carbontrack
+    exited with: the command's own code, 128+N when signal N killed it (``signal`` names it);
+    ``None`` while it runs, so a checkpoint left by a killed carbontrack says the end is unknown.
+    """
+
+    argv: tuple[str, ...]
+    exit_code: int | None = None
+    signal: str | None = None
 
 
 @attrs.frozen
@@ -341,6 +363,26 @@ class JobReport:
 
 
 @attrs.frozen
+class Sample:
+    """A light view of a running measurement after one background read (see the
+    ``carbontrack_sample`` hook): every device's energy so far, and the run's totals.
+
+    ``at`` is the sampler's monotonic clock (seconds; only differences mean anything) and
+    ``duration_s`` the time since the run started. ``co2eq_g`` uses the intensity known for the
+    whole window; the checkpoint and final reports weight it over time where a provider gives a
+    time series, so it can differ slightly from theirs.
+    """
+
+    run_id: str
+    at: float
+    duration_s: float
+    devices: tuple[DeviceEnergy, ...]
+    energy_j: float
+    co2eq_g: float
+    g_per_kwh: float
+
+
+@attrs.frozen
 class Report:
     """The result of a tracked run (``final``) or a checkpoint of it while it runs.
 
@@ -368,6 +410,7 @@ class Report:
     warnings: tuple[str, ...] = ()
     partial: bool = False
     final: bool = True
+    command: Command | None = None
     carbontrack_version: str = ""
     schema: int = SCHEMA_VERSION
     job: JobReport | None = None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -196,6 +197,7 @@ def _check_gpu_ids(_inst: object, _attr: object, value: Any) -> None:
         raise _fail("gpu_ids", value, "at least one GPU index or UUID, or None for the default")
 
 
+_NUMBER_LIKE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 _GPU_IDS = "GPU indices (integers >= 0) or UUIDs, such as 0, [0, 1], '0,1' or 'GPU-8f3c...'"
 
 
@@ -215,7 +217,12 @@ def _to_gpu_ids(value: Any) -> tuple[str, ...] | None:
     if value is None:
         return None
     if isinstance(value, str):
-        return tuple(p.strip() for p in value.split(",") if p.strip())
+        parts = tuple(p.strip() for p in value.split(",") if p.strip())
+        for part in parts:
+            # A number must be an index: "3.5" or "-1" matches no GPU (UUIDs start "GPU-"/"MIG-").
+            if _NUMBER_LIKE.fullmatch(part) and not part.isdigit():
+                raise _fail("gpu_ids", value, _GPU_IDS)
+        return parts
     if isinstance(value, int | float | bool):
         return (_gpu_id(value, value),)
     try:
@@ -234,6 +241,106 @@ def _to_pue(value: Any) -> Any:
 
         return pue_preset(value)
     return value
+
+
+#: Where the Prometheus exporter listens when only a port is given: loopback, so that a run's
+#: figures are not published to the network unless the user names another address.
+PROMETHEUS_DEFAULT_HOST = "127.0.0.1"
+
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+
+
+def parse_host_port(value: object, *, option: str = "prometheus") -> tuple[str, int]:
+    """Split ``"HOST:PORT"``, ``"[IPv6]:PORT"``, ``":PORT"`` or ``"PORT"`` into ``(host, port)``.
+
+    A missing host means loopback (``127.0.0.1``). Raises ``InvalidOption`` naming ``option``,
+    the value, what is expected and an example.
+    """
+    expected = (
+        "HOST:PORT with a port from 1 to 65535, such as '127.0.0.1:9464' (a bare port listens "
+        "on loopback only; '0.0.0.0:9464' listens on every interface)"
+    )
+    if not isinstance(value, str):
+        raise InvalidOptionType(
+            f"{option}={value!r} is not valid: expected a string, {expected}, "
+            f"got {type(value).__name__}"
+        )
+    text = value.strip()
+    host, port_text = "", text
+    if text.startswith("["):
+        close = text.find("]")
+        if close == -1 or not text[close + 1 :].startswith(":"):
+            raise _fail(option, value, expected)
+        host, port_text = text[1:close], text[close + 2 :]
+        import ipaddress  # here: only an IPv6 address needs it
+
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise _fail(option, value, expected, f"{host!r} is not an IPv6 address") from None
+    elif ":" in text:
+        host, _, port_text = text.rpartition(":")
+        if ":" in host:
+            raise _fail(option, value, expected, "Write an IPv6 address in brackets: '[::1]:9464'")
+        if host and not _HOSTNAME.match(host):
+            raise _fail(option, value, expected, f"{host!r} is not a host name or IP address")
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise _fail(option, value, expected)
+    return host or PROMETHEUS_DEFAULT_HOST, int(port_text)
+
+
+def _needs_prometheus_client(option: str, value: object) -> None:
+    import importlib.util  # here: only a run with an exporter asks
+
+    if importlib.util.find_spec("prometheus_client") is None:
+        raise InvalidOption(
+            f"{option}={value!r} needs the prometheus_client package, which is not installed. "
+            "Fix: pip install 'carbontrack[prometheus]'"
+        )
+
+
+def _check_prometheus(_inst: object, _attr: object, value: Any) -> None:
+    if value is not None:
+        parse_host_port(value)
+        _needs_prometheus_client("prometheus", value)
+
+
+def _check_push_url(_inst: object, _attr: object, value: Any) -> None:
+    if value is not None:
+        parse_push_url(value)
+        _needs_prometheus_client("prometheus_push", value)
+
+
+def parse_push_url(value: object, *, option: str = "prometheus_push") -> str:
+    """Check a Pushgateway base URL (``http(s)://host[:port][/prefix]``); return it without a
+    trailing slash. Raises ``InvalidOption`` naming ``option``, the value and an example."""
+    from urllib.parse import urlsplit
+
+    expected = "a Pushgateway URL such as 'http://127.0.0.1:9091'"
+    if not isinstance(value, str):
+        raise InvalidOptionType(
+            f"{option}={value!r} is not valid: expected {expected}, got {type(value).__name__}"
+        )
+    try:
+        parts = urlsplit(value.strip())
+        parts.port  # noqa: B018 (raises ValueError for a port out of range)
+    except ValueError as exc:
+        raise _fail(option, value, expected, str(exc)) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _fail(option, value, expected, "Give the scheme (http:// or https://) and the host")
+    if "/metrics/job/" in parts.path:
+        raise _fail(
+            option,
+            value,
+            expected,
+            "Give the Pushgateway's base URL only: carbontrack adds /metrics/job/carbontrack/...",
+        )
+    if parts.username or parts.password or parts.query or parts.fragment:
+        # A URL with a password would end up in logs and run logs.
+        raise _fail(option, "(not shown)", f"{expected} without credentials, query or fragment")
+    return value.strip().rstrip("/")
 
 
 def _check_log_dir(path: Path) -> None:
@@ -346,6 +453,8 @@ class Settings:
     )
     on_budget: str | Callable[..., Any] = attrs.field(default="warn", validator=_check_on_budget)
     plugin_options: Mapping[str, Any] = attrs.field(factory=dict, validator=_check_plugin_options)
+    prometheus: str | None = attrs.field(default=None, validator=_check_prometheus)
+    prometheus_push: str | None = attrs.field(default=None, validator=_check_push_url)
     file_mode: str = attrs.field(default="private", validator=_one_of("file_mode", FILE_MODES))
     # Jobs of many processes (torchrun, srun, mpirun): see carbontrack._job and docs/clusters.md.
     distributed: bool | None = attrs.field(
@@ -418,6 +527,26 @@ class Settings:
 
 _FIELD_NAMES = frozenset(f.name for f in attrs.fields(Settings))
 
+#: Environment variables for the exporter options, read when the option is not given.
+EXPORTER_ENV = {
+    "prometheus": "CARBONTRACK_PROMETHEUS",
+    "prometheus_push": "CARBONTRACK_PROMETHEUS_PUSH",
+}
+
+
+def _exporter_defaults(options: dict[str, Any]) -> None:
+    # Option, else environment: checked now, naming the variable, so a typo stops the run
+    # before any work (or the command) starts. The config file's keys are read when the run
+    # starts (``carbontrack.writers.prometheus.with_config_file``), with the location's.
+    check = {"prometheus": parse_host_port, "prometheus_push": parse_push_url}
+    for name, env_name in EXPORTER_ENV.items():
+        if options.get(name) is not None:
+            continue
+        env = os.environ.get(env_name, "").strip()
+        if env:
+            check[name](env, option=env_name)
+            options[name] = env
+
 
 def _default_file_mode() -> str:
     """``$CARBONTRACK_FILE_MODE``, else ``file_mode`` in the config file, else ``private``."""
@@ -458,6 +587,7 @@ def make_settings(**options: Any) -> Settings:
         env = os.environ.get("CARBONTRACK_LOCATION", "").strip()
         if env:
             options["location"] = env
+    _exporter_defaults(options)
     settings = Settings(**options)
     if settings.location is not None:
         # An unknown code is a typo to report now, with close matches, not at the start of a

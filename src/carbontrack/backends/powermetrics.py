@@ -158,13 +158,52 @@ def decode_sample(raw: bytes) -> Sample:
     return parse_sample(doc)
 
 
-def sudoers_fix(user: str, executable: str) -> str:
-    """The fix for a refused ``sudo -n``: the sudoers line that lets ``user`` run powermetrics."""
-    line = f"{user} ALL=(ALL) NOPASSWD: {executable}"
+def _sudoers_word(word: str) -> str:
+    # sudoers(5): these characters must be escaped with a backslash inside a command's arguments.
+    return "".join("\\" + c if c in "\\,:=!()" else c for c in word)
+
+
+def sudoers_fix(user: str, argv: Sequence[str]) -> str:
+    """The fix for a refused ``sudo -n``: a sudoers rule that lets ``user`` run exactly
+    ``argv`` (the root-owned executable and the arguments carbontrack passes) as root.
+
+    The rule names the arguments, not a wildcard (sudoers wildcards match across words, so
+    ``-i *`` would also allow ``-o /etc/anything``), and goes in its own file through
+    ``visudo -f``, which checks the syntax before installing it (``tee -a /etc/sudoers`` does
+    not: one typo there locks sudo).
+    """
+    line = f"{user} ALL=(root) NOPASSWD: " + " ".join(_sudoers_word(w) for w in argv)
     return (
-        f"let {user} run powermetrics without a password: run `sudo visudo` and add the line "
-        f"`{line}`, or run `echo '{line}' | sudo tee -a /etc/sudoers`; or run as root"
+        f"let {user} run powermetrics without a password: run "
+        f"`sudo visudo -f /etc/sudoers.d/carbontrack` and add the line `{line}` "
+        "(it allows these arguments only: with another interval_s carbontrack prints the new "
+        "line); or run as root"
     )
+
+
+def trust_problem(path: str) -> str | None:
+    """Why ``path`` must not be run through sudo (``None`` when it may): it and every directory
+    above it must be owned by root and writable by no one else (a world-writable directory
+    only with the sticky bit, like /tmp), or another user could swap the file for their own."""
+    import stat
+
+    current = os.path.realpath(path)
+    first = True
+    while True:
+        try:
+            info = os.stat(current)
+        except OSError as exc:
+            return f"{current} cannot be checked ({exc.strerror})"
+        open_to_others = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        sticky_dir = not first and info.st_mode & stat.S_ISVTX
+        if info.st_uid != 0:
+            return f"{current} is owned by uid {info.st_uid}, not root"
+        if open_to_others and not sticky_dir:
+            return f"{current} is writable by users other than root"
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        current, first = parent, False
 
 
 def command(executable: str, interval_s: float, *, sudo: str | None) -> list[str]:
@@ -792,12 +831,27 @@ def discover(settings: Settings) -> list[Device | Unavailable]:
     executable = os.path.abspath(found)  # sudoers rules name absolute paths
     sudo = None
     if not _running_as_root():
+        # Through sudo only a root-owned executable that no one else can replace: a
+        # user-writable powermetrics first on PATH run (or named in a sudoers rule) as root
+        # would hand root to whoever can write it.
+        problem = trust_problem(executable)
+        if problem is not None and executable != _DEFAULT_PATH:
+            logger.info("carbontrack: %s is not run through sudo (%s)", executable, problem)
+            if os.path.exists(_DEFAULT_PATH):
+                executable, problem = _DEFAULT_PATH, trust_problem(_DEFAULT_PATH)
+        if problem is not None:
+            return _unavailable(
+                kinds,
+                f"powermetrics needs root, and {executable} may not be run through sudo: {problem}",
+                f"use the system's {_DEFAULT_PATH} (root-owned), or run as root",
+            )
         sudo = shutil.which("sudo")
+        argv = command(executable, min(settings.interval_s, MAX_SAMPLE_INTERVAL_S), sudo=None)
         if sudo is None:
             return _unavailable(
                 kinds,
                 "powermetrics needs root and sudo was not found on PATH",
-                "run as root, or put sudo on PATH and " + sudoers_fix(_user_name(), executable),
+                "run as root, or put sudo on PATH and " + sudoers_fix(_user_name(), argv),
             )
     # Samples at most MAX_SAMPLE_INTERVAL_S apart: the sample in flight at an edge is estimated
     # from the latest one, and a hang is noticed within a few seconds.
@@ -809,7 +863,7 @@ def discover(settings: Settings) -> list[Device | Unavailable]:
         kinds=kinds,
     )
     if sudo is not None:
-        session.permission_fix = sudoers_fix(_user_name(), executable)
+        session.permission_fix = sudoers_fix(_user_name(), session.argv[2:])
     try:
         session.start()
     except OSError as exc:
@@ -824,7 +878,7 @@ def discover(settings: Settings) -> list[Device | Unavailable]:
             return _unavailable(
                 kinds,
                 f"sudo -n refused to run {executable} without a password ({stderr})",
-                sudoers_fix(_user_name(), executable),
+                sudoers_fix(_user_name(), session.argv[2:]),
             )
         return _unavailable(
             kinds,

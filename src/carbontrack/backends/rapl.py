@@ -191,8 +191,11 @@ def _read_counter_uj(path: Path | str) -> int:
 
 
 def _drop_die_mirrors(wanted: list[_Wanted]) -> list[_Wanted]:
-    # AMD Zen 1/2 multi-die parts show package-N-die-M zones that all read one socket counter
-    # (summing them counts the socket several times); Intel dies have counters of their own.
+    # AMD multi-die parts show package-N-die-M zones that all read one socket counter (summing
+    # them counts the socket several times): Zen 1/2 Threadripper/EPYC, and since kernel 6.10
+    # (per-CCD dies from CPUID 0x80000026, upstream 26096aed255f) Zen 4 too, each die zone with
+    # a ``core`` sub-zone ``:0`` of its own, which lies inside the package and is never summed.
+    # Intel dies (Cascade Lake-AP) have counters of their own.
     # Mirrors read the same value when read back to back: a, b, a again catches an update
     # that lands between the reads (the hardware updates every ~1 ms).
     kept: list[_Wanted] = []
@@ -225,6 +228,20 @@ def _drop_die_mirrors(wanted: list[_Wanted]) -> list[_Wanted]:
                 mirror_of.zone.name,
             )
     return kept
+
+
+def _counts_whole_joules(zone: Zone) -> bool:
+    """Whether the zone counts in 1 J units (psys on Sapphire/Emerald Rapids reads values such
+    as 60293987000000 µJ, intel/powertelemetry#3): its range and value are whole joules.
+
+    The ranges of 15-61 µJ counters ((2^32 - 1) units, e.g. 262143328850) are not whole joules.
+    """
+    try:
+        value = _read_counter_uj(zone.energy_file)
+        range_uj = _read_counter_uj(zone.path / "max_energy_range_uj")
+    except (OSError, ValueError):
+        return False
+    return range_uj > 0 and range_uj % 1_000_000 == 0 and value % 1_000_000 == 0
 
 
 def _wrap_j(zone: Zone) -> float | None:
@@ -285,6 +302,11 @@ def carbontrack_discover_devices(settings: Settings) -> list[Device | Unavailabl
         detail = f"{item.zone.zone_id} ({item.zone.path})"
         if wrap_j is not None:
             detail += f", wraps every {wrap_j:,.0f} J"
+        if _counts_whole_joules(item.zone):
+            detail += (
+                "; counts in whole joules (1 J units, as psys on Sapphire/Emerald Rapids): a "
+                "window is up to 1 J off at each edge"
+            )
         devices.append(
             Device(
                 id=item.device_id,

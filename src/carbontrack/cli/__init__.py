@@ -51,7 +51,7 @@ examples:
 _MODULE_COMMANDS = (
     (
         "report",
-        "carbontrack.cli._report",
+        "carbontrack.cli._report_view",
         "summarise run logs: energy, CO2eq, predictions",
         EPILOG_REPORT,
     ),

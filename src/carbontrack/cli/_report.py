@@ -14,6 +14,7 @@ import io
 import json
 import math
 import re
+import shlex
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -22,9 +23,10 @@ from typing import Any, TextIO
 
 import attrs
 
+from carbontrack._redact import redact_argv
 from carbontrack.model import J_PER_KWH
 from carbontrack.writers.csv import iso_utc
-from carbontrack.writers.runlog import iter_run_log
+from carbontrack.writers.runlog import MAX_LINE_PROBLEMS, iter_run_log
 
 __all__ = [
     "CARBONTRACKER_PUE",
@@ -67,21 +69,67 @@ class RunSummary:
     complete: bool = True
     estimated: bool = False
     predicted_co2eq_g: float | None = None
+    #: What ran: ``carbontrack run``'s command, else the script's command line (secrets masked).
+    command: str = ""
+    #: How the command ended (``carbontrack run`` only): its exit code, the signal that killed it.
+    exit_code: int | None = None
+    signal: str | None = None
     note: str = ""
+    # A multi-process job (see _report_jobs): its id, and for a node's or a rank's row of it
+    # (``--by node`` / ``--by rank``) the node and rank; ``ranks`` counts the ranks seen.
+    job_id: str = ""
+    node: str = ""
+    rank: int | None = None
+    ranks: int | None = None
+    part: str = ""
+    parts: tuple[RunSummary, ...] = attrs.field(default=(), eq=False, repr=False)
+
+    @property
+    def status(self) -> str:
+        """How the run ended, in a word or two: ``ok``, ``exit 3``, ``SIGKILL``, ``killed?``."""
+        if self.signal:
+            return self.signal
+        if self.exit_code is not None:
+            return "ok" if self.exit_code == 0 else f"exit {self.exit_code}"
+        return "-" if self.complete else "killed?"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-compatible data."""
-        return attrs.asdict(self)
+        return attrs.asdict(self, filter=lambda a, _v: a.name != "parts")
 
 
 # -- our JSON Lines run logs -------------------------------------------------------------------
+
+
+#: Largest values a run's figures may have; a line beyond them is corrupt, not a record: ten
+#: years of run time, 10 PJ (2.8 TWh, a hundred of the largest training runs), 100 kt CO2eq.
+#: They keep sums finite, so a line saying duration_s=1.5e308 cannot break the totals.
+_LIMITS = {
+    "duration_s": 3.2e8,
+    "energy_j": 1e16,
+    "facility_energy_j": 1e17,
+    "co2eq_g": 1e11,
+    "started_at": 1e10,
+}
+#: Start times outside this range (Unix seconds; 1970 to 2286) are shown as unknown.
+_LAST_TIME = 1e10
 
 
 def _number(data: Mapping[str, Any], key: str) -> float:
     value = data.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"field {key!r} is {value!r}, not a finite number")
+    limit = _LIMITS.get(key, math.inf)
+    if not 0 <= value <= limit:
+        raise ValueError(f"field {key!r} is {value!r}, not a number from 0 to {limit:g}")
     return float(value)
+
+
+def _time(value: Any) -> float | None:
+    """A start time, or ``None`` when it is not a plausible Unix time (NaN, 1e20, a string)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) and 0 <= value <= _LAST_TIME else None
 
 
 def _summary_from_report(path: str, data: Any, *, complete: bool, note: str = "") -> RunSummary:
@@ -97,6 +145,11 @@ def _summary_from_report(path: str, data: Any, *, complete: bool, note: str = ""
     planned = data.get("epochs_planned")
     started = data.get("started_at")
     predictions = data.get("predictions")
+    command = data.get("command")
+    command = command if isinstance(command, Mapping) else {}
+    argv = command.get("argv")
+    exit_code = command.get("exit_code")
+    signal_name = command.get("signal")
     predicted = None
     if isinstance(predictions, list) and predictions and isinstance(predictions[0], Mapping):
         with contextlib.suppress(ValueError):
@@ -105,7 +158,7 @@ def _summary_from_report(path: str, data: Any, *, complete: bool, note: str = ""
         path=path,
         tool="carbontrack",
         run_id=str(data.get("run_id", "")),
-        started_at=float(started) if isinstance(started, int | float) else None,
+        started_at=_time(started),
         duration_s=_number(data, "duration_s"),
         energy_kwh=energy_j / J_PER_KWH,
         facility_energy_kwh=facility_j / J_PER_KWH,
@@ -115,8 +168,20 @@ def _summary_from_report(path: str, data: Any, *, complete: bool, note: str = ""
         complete=complete,
         estimated=estimated,
         predicted_co2eq_g=predicted,
+        command=_command_line(argv),
+        exit_code=exit_code
+        if isinstance(exit_code, int) and not isinstance(exit_code, bool)
+        else None,
+        signal=signal_name if isinstance(signal_name, str) else None,
         note=note,
     )
+
+
+def _command_line(argv: Any) -> str:
+    # Written redacted; masked again, so that a log from an older version leaks nothing here.
+    if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv) or not argv:
+        return ""
+    return shlex.join(redact_argv(argv))
 
 
 def parse_run_log(path: Path, warnings: list[str]) -> RunSummary | None:
@@ -151,12 +216,16 @@ def parse_run_log(path: Path, warnings: list[str]) -> RunSummary | None:
             header = line
         elif kind == "epoch" and isinstance(line.get("epoch"), Mapping):
             epochs.append((number, line["epoch"]))
-    if final is not None:
-        return final
-    if checkpoint is not None:
+    found: RunSummary | None = final
+    if found is None and checkpoint is not None:
         later = [(n, e) for n, e in epochs if n > checkpoint_line]
-        return _checkpoint_and_later_epochs(path, checkpoint, later, warnings)
-    return _summary_from_epochs(path, header, epochs, warnings)
+        found = _checkpoint_and_later_epochs(path, checkpoint, later, warnings)
+    if found is None:
+        found = _summary_from_epochs(path, header, epochs, warnings)
+    if found is not None and not found.command and header is not None:
+        # A library run: the script that ran it (the header's argv) tells runs apart.
+        found = attrs.evolve(found, command=_command_line(header.get("argv")))
+    return found
 
 
 def _checkpoint_and_later_epochs(
@@ -232,7 +301,7 @@ def _summary_from_epochs(
         path=str(path),
         tool="carbontrack",
         run_id=str(run.get("run_id", "")),
-        started_at=float(started) if isinstance(started, int | float) else None,
+        started_at=_time(started),
         duration_s=duration,
         energy_kwh=energy / J_PER_KWH,
         facility_energy_kwh=energy * pue / J_PER_KWH,
@@ -490,99 +559,186 @@ def aggregate(runs: list[RunSummary]) -> dict[str, Any]:
 
 
 def read_runs(paths: Iterable[str | Path]) -> tuple[list[RunSummary], list[str], int]:
-    """Every run in the logs under ``paths``, the warnings, and how many log files were read."""
+    """Every run in the logs under ``paths``, the warnings, and how many log files were read.
+
+    The per-rank logs of one multi-process job are one run (``RunSummary.parts`` holds its
+    nodes and ranks), so that totals count each job once.
+    """
+    from carbontrack.cli._report_jobs import is_job_log, read_jobs
+
     logs, warnings = find_logs(paths)
-    runs: list[RunSummary] = []
+    job_logs = [p for p, kind in logs if kind == "carbontrack" and is_job_log(p)]
+    try:
+        runs: list[RunSummary] = read_jobs(job_logs, warnings, RunSummary)
+    except Exception as exc:  # the single-process runs are still shown
+        warnings.append(
+            f"the logs of multi-process jobs cannot be read ({type(exc).__name__}: {exc}); "
+            f"{len(job_logs)} file(s) skipped"
+        )
+        runs = []
+    grouped = set(job_logs)
     for path, kind in logs:
+        if path in grouped:
+            continue
+        told: list[str] = []
         try:
             if kind == "carbontrack":
-                summary = parse_run_log(path, warnings)
+                summary = parse_run_log(path, told)
             else:
-                summary = parse_carbontracker_log(path, warnings)
+                summary = parse_carbontracker_log(path, told)
         except OSError as exc:
+            warnings.extend(_per_file(path, told))
             warnings.append(f"{path}: cannot read ({exc}); file skipped")
             continue
+        except Exception as exc:  # one bad file never hides the others' runs
+            warnings.extend(_per_file(path, told))
+            warnings.append(f"{path}: cannot be read ({type(exc).__name__}: {exc}); file skipped")
+            continue
+        told = _per_file(path, told)
         if summary is None:
-            warnings.append(f"{path}: no measurement in this log; file skipped")
+            skipped = f"{path}: no measurement in this log; file skipped"
+            if len(told) == 1 and told[0].startswith(f"{path}: "):  # a count: one warning
+                told, skipped = [], f"{skipped} ({told[0].removeprefix(f'{path}: ')})"
+            warnings.extend(told)
+            warnings.append(skipped)
         else:
+            warnings.extend(told)
             runs.append(summary)
     return runs, warnings, len(logs)
+
+
+def _per_file(path: Path, told: list[str]) -> list[str]:
+    """``told`` (the warnings about one file), or one warning with their count when there are
+    more than ``MAX_LINE_PROBLEMS``: a ruined file is one line on the terminal."""
+    if len(told) <= MAX_LINE_PROBLEMS:
+        return told
+    return [f"{path}: {len(told):,} problems, lines skipped; the first: {told[0]}"]
 
 
 # -- output ------------------------------------------------------------------------------------
 
 
 def _when(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts is not None else "?"
+    try:
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts is not None else "?"
+    except (ValueError, OverflowError, OSError):  # a time the platform cannot show
+        return "?"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _duration(seconds: float) -> str:
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"
+    from carbontrack.writers.console import format_duration
+
+    if not math.isfinite(seconds):
+        return "?"
+    return format_duration(seconds)
 
 
-def _co2(g: float | None, missing: str = "unknown") -> str:
-    return missing if g is None else f"{g:.3f} g"
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _short_command(command: str) -> str:
+    # The program's name without its directory (`/opt/venv/bin/python` -> `python`).
+    head, sep, rest = command.partition(" ")
+    return head.rsplit("/", 1)[-1] + sep + rest
+
+
+#: The command column's width at most: longer command lines end in "..." (JSON has them whole).
+COMMAND_WIDTH = 40
 
 
 def format_text(runs: list[RunSummary], total: Mapping[str, Any]) -> str:
-    """A table of runs and the total, readable in a terminal."""
-    head = (
-        f"{'run':<28} {'tool':<13} {'started':<16} {'epochs':>7} {'time':>9} "
-        f"{'energy kWh':>11} {'facility kWh':>13} {'CO2eq':>13} {'predicted':>13}"
-    )
-    lines = [head, "-" * len(head)]
+    """A table of runs and the total, readable in a terminal.
+
+    Energy and CO2eq take the unit that keeps three significant figures (Wh or kWh, g or kg),
+    as the run summary does; run ids are never cut; ``status`` says how the command ended.
+    """
+    from carbontrack.writers.console import format_co2, format_energy
+
+    def co2(g: float | None, missing: str) -> str:
+        return missing if g is None else format_co2(g).replace("CO2eq", "")
+
+    rows = []
     for r in runs:
-        epochs = "" if r.epochs is None else str(r.epochs)
+        epochs = "" if not r.epochs else str(r.epochs)
         if r.epochs_planned and r.epochs is not None:
             epochs = f"{r.epochs}/{r.epochs_planned}"
-        lines.append(
-            f"{r.run_id[:28]:<28} {r.tool:<13} {_when(r.started_at):<16} {epochs:>7} "
-            f"{_duration(r.duration_s):>9} {r.energy_kwh:>11.6f} {r.facility_energy_kwh:>13.6f} "
-            f"{_co2(r.co2eq_g):>13} {_co2(r.predicted_co2eq_g, '-'):>13}"
+        rows.append(
+            [
+                r.run_id,
+                r.tool,
+                _when(r.started_at),
+                r.status,
+                epochs,
+                _duration(r.duration_s),
+                format_energy(r.energy_kwh * J_PER_KWH),
+                format_energy(r.facility_energy_kwh * J_PER_KWH),
+                co2(r.co2eq_g, "unknown"),
+                co2(r.predicted_co2eq_g, "-"),
+                _cut(_short_command(r.command), COMMAND_WIDTH),
+            ]
         )
+    names = ["run", "tool", "started", "status", "epochs", "time", "energy", "facility"]
+    names += ["CO2eq", "predicted", "command"]
+    total_row = [
+        f"total ({_plural(total['runs'], 'run')})",
+        "",
+        "",
+        "",
+        "",
+        _duration(total["duration_s"]),
+        format_energy(total["energy_kwh"] * J_PER_KWH),
+        format_energy(total["facility_energy_kwh"] * J_PER_KWH),
+        co2(total["co2eq_g"], "unknown"),
+        "",
+        "",
+    ]
+    widths = [max(len(row[i]) for row in [names, *rows, total_row]) for i in range(len(names))]
+    left = {0, 1, 2, 3, 10}  # text columns; figures are right-aligned
+
+    def line(cells: list[str]) -> str:
+        return " ".join(
+            c.ljust(w) if i in left else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    rule = "-" * len(line(names))
+    lines = [line(names), rule]
+    for r, cells in zip(runs, rows, strict=True):
+        lines.append(line(cells))
         if r.estimated:
             lines.append("    ESTIMATED: some energy is a model estimate, not a measurement")
         if r.note:
             lines.append(f"    {r.note}")
-    lines.append("-" * len(head))
-    lines.append(
-        f"{'total (' + str(total['runs']) + ' runs)':<67} {_duration(total['duration_s']):>9} "
-        f"{total['energy_kwh']:>11.6f} {total['facility_energy_kwh']:>13.6f} "
-        f"{_co2(total['co2eq_g']):>13}"
-    )
+    lines.append(rule)
+    lines.append(line(total_row))
     if total["runs_without_co2eq"]:
         lines.append(
-            f"  CO2eq total leaves out {total['runs_without_co2eq']} run(s) whose log does not "
-            "state it"
+            f"  CO2eq total leaves out {_plural(total['runs_without_co2eq'], 'run')} whose log "
+            "does not state it"
         )
     return "\n".join(lines)
 
 
-def format_csv(runs: list[RunSummary], total: Mapping[str, Any]) -> str:
-    """One row per run, then a total row."""
+def format_csv(runs: list[RunSummary], total: Mapping[str, Any] | None = None) -> str:
+    """One row per run, and nothing else: no total row, which a spreadsheet or pandas would
+    sum with the runs (``--format text`` and ``json`` give the totals)."""
+    del total  # accepted for the callers of the old signature; deliberately not written
     out = io.StringIO()
-    fields = [f.name for f in attrs.fields(RunSummary)]
+    fields = [f.name for f in attrs.fields(RunSummary) if f.name != "parts"]
+    fields.insert(fields.index("exit_code"), "status")
     writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for r in runs:
         row = r.to_dict()
+        row["status"] = r.status
         # ISO 8601 UTC, as in the CSV files runs write (a spreadsheet reads it as a date).
         row["started_at"] = iso_utc(r.started_at) if r.started_at is not None else ""
         writer.writerow(row)
-    writer.writerow(
-        {
-            "path": "",
-            "tool": "",
-            "run_id": "TOTAL",
-            "duration_s": total["duration_s"],
-            "energy_kwh": total["energy_kwh"],
-            "facility_energy_kwh": total["facility_energy_kwh"],
-            "co2eq_g": total["co2eq_g"],
-            "note": f"{total['runs']} runs",
-        }
-    )
     return out.getvalue()
 
 
@@ -605,43 +761,121 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--format",
-        choices=("text", "json", "csv"),
+        choices=("text", "json", "csv", "html"),
         default="text",
-        help="output format (default text)",
+        help="output format (default text); html is one self-contained page with charts "
+        "(power per device, energy per epoch and the prediction, CO2eq per run)",
     )
     p.add_argument(
         "--json", action="store_const", const="json", dest="format", help="--format json"
     )
+    p.add_argument(
+        "--by",
+        choices=("job", "node", "rank"),
+        default="job",
+        help="a multi-process job (torchrun, srun, mpirun) as one row (default), or one row "
+        "per node or per rank; totals count each job once either way",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write to FILE instead of stdout (e.g. -o report.html with --format html)",
+    )
+    p.add_argument(
+        "--epochs",
+        action="store_true",
+        help="one bar per epoch (grouped for long runs) for a single run, with its prediction",
+    )
+
+
+def usage_error(err: TextIO, message: str) -> int:
+    print(f"carbontrack report: error: {message}", file=err)
+    return 2
+
+
+def _write_output(target: str, text: str) -> None:
+    # Written next to the target and renamed: a reader never sees half a page.
+    path = Path(target).expanduser()
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def check_output(target: str | None, err: TextIO) -> bool:
+    """Whether ``-o`` names a file that can be written (an error is printed when not)."""
+    if target is None or target == "-":
+        return True
+    where = Path(target).expanduser()
+    if where.is_dir():
+        usage_error(
+            err,
+            f"-o {target} is a directory: expected a file name, e.g. -o {where / 'report.html'}",
+        )
+        return False
+    if not where.parent.is_dir():
+        usage_error(err, f"-o {target}: directory {where.parent} does not exist")
+        return False
+    return True
 
 
 def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """Run ``carbontrack report``: 0 on success, 1 when no log was found."""
+    """Run ``carbontrack report`` as a table (text, JSON, CSV): 0 on success, 1 when no log was
+    found, 2 for bad options. The HTML page and ``--epochs`` are ``_report_view.run``'s."""
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
     paths = list(args.paths) or [_default_log_dir()]
+    fmt = getattr(args, "format", "text") or "text"
+    target = getattr(args, "output", None)
+    if fmt == "html" or getattr(args, "epochs", False):
+        return usage_error(
+            err, "--format html and --epochs are drawn by carbontrack.cli._report_view"
+        )
+    if not check_output(target, err):
+        return 2
     runs, warnings, files = read_runs(paths)
     for w in warnings:
         print(f"carbontrack report: warning: {w}", file=err)
     if not runs:
-        where = ", ".join(str(p) for p in paths)
-        why = f"{files} log file(s) found but none holds a measurement" if files else "no log"
-        print(
-            f"carbontrack report: no runs in {where}: {why} (looked for carbontrack *.jsonl run "
-            "logs and carbontracker *_carbontracker_output.log files)",
-            file=err,
-        )
-        return 1
+        return no_runs(paths, files, err)
+    # Totals over whole jobs; the rows shown may break a job down by node or rank.
     total = aggregate(runs)
-    fmt = getattr(args, "format", "text") or "text"
+    from carbontrack.cli._report_jobs import expand
+
+    runs = expand(runs, getattr(args, "by", "job") or "job")
     if fmt == "json":
         data = {
-            "runs": [r.to_dict() for r in runs],
+            "runs": [{**r.to_dict(), "status": r.status} for r in runs],
             "total": total,
             "warnings": warnings,
         }
-        print(json.dumps(data, indent=2, allow_nan=False), file=out)
+        text = json.dumps(data, indent=2, allow_nan=False) + "\n"
     elif fmt == "csv":
-        out.write(format_csv(runs, total))
+        text = format_csv(runs, total)
     else:
-        print(format_text(runs, total), file=out)
+        text = format_text(runs, total) + "\n"
+    return emit(text, target, out=out, err=err)
+
+
+def emit(text: str, target: str | None, *, out: TextIO, err: TextIO) -> int:
+    if target is None or target == "-":
+        out.write(text)
+        return 0
+    try:
+        _write_output(target, text)
+    except OSError as exc:
+        print(f"carbontrack report: cannot write {target}: {exc}", file=err)
+        return 1
+    print(f"carbontrack report: wrote {target}", file=err)
     return 0
+
+
+def no_runs(paths: list[Any], files: int, err: TextIO) -> int:
+    where = ", ".join(str(p) for p in paths)
+    why = f"{files} log file(s) found but none holds a measurement" if files else "no log"
+    print(
+        f"carbontrack report: no runs in {where}: {why} (looked for carbontrack *.jsonl run "
+        "logs and carbontracker *_carbontracker_output.log files)",
+        file=err,
+    )
+    return 1

@@ -24,8 +24,10 @@ from typing import Any, TextIO
 
 import attrs
 
+from carbontrack import _files
+from carbontrack._redact import redact_argv
 from carbontrack.errors import InvalidOption, PluginLoadError
-from carbontrack.model import Report
+from carbontrack.model import Command, Report
 from carbontrack.settings import Settings, make_settings
 
 __all__ = ["StatusLine", "check_command", "configure_parser", "measure", "run"]
@@ -99,8 +101,28 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         choices=("machine", "process"),
         help="count the whole machine (default) or the command's processes' share",
     )
+    p.add_argument(
+        "--prometheus",
+        metavar="HOST:PORT",
+        help="serve live metrics for Prometheus at http://HOST:PORT/metrics while the command "
+        "runs (a bare PORT listens on 127.0.0.1 only; default $CARBONTRACK_PROMETHEUS); needs "
+        "pip install 'carbontrack[prometheus]'",
+    )
+    p.add_argument(
+        "--prometheus-push",
+        metavar="URL",
+        help="push the metrics to the Pushgateway at URL after each epoch and at the end "
+        "(default $CARBONTRACK_PROMETHEUS_PUSH)",
+    )
     p.add_argument("--log-dir", metavar="DIR", help="where the run log goes")
     p.add_argument("--no-log", action="store_true", help="write no run log")
+    p.add_argument(
+        "--file-mode",
+        choices=("private", "shared"),
+        help="who may read the run log, CSV files and --json file: 'private' (0600 files in "
+        "0700 directories) or 'shared' with your group (0660, 2770); default "
+        "$CARBONTRACK_FILE_MODE, the config file's file_mode, else private",
+    )
     p.add_argument(
         "--json",
         nargs="?",
@@ -125,6 +147,9 @@ _OPTION_OF = {
     "gpu_ids": "--gpu-ids",
     "attribution": "--attribution",
     "log_dir": "--log-dir",
+    "file_mode": "--file-mode",
+    "prometheus": "--prometheus",
+    "prometheus_push": "--prometheus-push",
 }
 
 
@@ -149,6 +174,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         ("gpu_ids", "gpu_ids"),
         ("attribution", "attribution"),
         ("log_dir", "log_dir"),
+        ("file_mode", "file_mode"),
+        ("prometheus", "prometheus"),
+        ("prometheus_push", "prometheus_push"),
     ):
         value = getattr(args, name, None)
         if value is not None:
@@ -210,16 +238,73 @@ def _exec_failure(name: str, code: int) -> tuple[int, str]:
 # -- the child ---------------------------------------------------------------------------------
 
 
+def _prctl() -> Callable[..., int] | None:
+    """libc's ``prctl`` (Linux), looked up before the fork: the child only calls it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        function: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return function
+
+
+#: ``PR_SET_PDEATHSIG`` from <linux/prctl.h>: the signal a process gets when its parent dies.
+PR_SET_PDEATHSIG = 1
+
+
+def _foreground_tty() -> int | None:
+    """A descriptor of our controlling terminal when our process group is its foreground
+    group (we were started from an interactive shell), else ``None``."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if os.tcgetpgrp(fd) == os.getpgrp():
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def _set_foreground(fd: int, pgid: int) -> bool:
+    # From a background group tcsetpgrp() raises SIGTTOU, which would stop us: block it, as
+    # shells do when they take the terminal back from a job.
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTTOU})
+    try:
+        os.tcsetpgrp(fd, pgid)
+        return True
+    except OSError:
+        return False
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 class _Child:
     """A forked child that waits at a gate until the tracker is measuring, then execs.
 
     The gate lets carbontrack know the child's pid (for ``devices_by_pid`` and process
     attribution) before discovery, and measure from the first instruction of the command.
+
+    The child leads a process group of its own, so that a signal sent to carbontrack's group
+    (``kill -INT -- -PGID``, as Slurm and supervisors do) reaches it once, forwarded by
+    carbontrack, instead of twice. On an interactive terminal its group is made the foreground
+    group: Ctrl-C, Ctrl-\\ and terminal input go to the command alone (the kernel signals the
+    terminal's foreground group: drivers/tty/n_tty.c, ``isig()``), and a stopped command (Ctrl-Z)
+    stops carbontrack too, so that the shell's job control works as without carbontrack.
+    On Linux the child dies with carbontrack (``PR_SET_PDEATHSIG``): a SIGKILLed carbontrack
+    leaves no orphan running unmeasured.
     """
 
     def __init__(self, cmd: Sequence[str], *, stdout_to_stderr: bool = False) -> None:
         self.cmd = list(cmd)
         self._stdout_to_stderr = stdout_to_stderr
+        self._prctl = _prctl()
+        self._parent = os.getpid()
         gate_r, self._gate_w = os.pipe()
         self._err_r, err_w = os.pipe()
         sys.stdout.flush()
@@ -231,12 +316,26 @@ class _Child:
         os.close(err_w)
         self.pid = pid
         self.status: int | None = None
+        # Both sides set the group, so that it is set whichever runs first.
+        with contextlib.suppress(OSError):
+            os.setpgid(pid, pid)
+        try:
+            self.own_group = os.getpgid(pid) == pid
+        except OSError:
+            self.own_group = False
+        self._tty = _foreground_tty() if self.own_group else None
 
     def _in_child(self, gate_r: int, err_w: int) -> None:  # pragma: no cover - child only
         code = 0
         try:
             os.close(self._gate_w)
             os.close(self._err_r)
+            with contextlib.suppress(OSError):
+                os.setpgid(0, 0)
+            if self._prctl is not None:
+                self._prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+                if os.getppid() != self._parent:
+                    os._exit(CANNOT_START)  # carbontrack died before the line above
             # What subprocess does: undo Python's own signal settings, keep what the user set.
             if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -260,6 +359,8 @@ class _Child:
 
     def release(self) -> int | None:
         """Let the child exec; return the errno of a failed exec, or ``None`` when it ran."""
+        if self._tty is not None and not _set_foreground(self._tty, self.pid):
+            self._close_tty()
         try:
             os.write(self._gate_w, b"g")
         except OSError:
@@ -285,29 +386,73 @@ class _Child:
         self.wait()
 
     def send_signal(self, signum: int) -> None:
-        """Send ``signum`` to the child unless it was already reaped."""
+        """Send ``signum`` to the command (its whole process group) unless it was reaped."""
         if self.status is None:
-            with contextlib.suppress(ProcessLookupError):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if self.own_group:
+                    try:
+                        os.killpg(self.pid, signum)
+                        return
+                    except ProcessLookupError:
+                        pass
                 os.kill(self.pid, signum)
+
+    @property
+    def signal_name(self) -> str | None:
+        """The name of the signal that ended the child (``"SIGKILL"``), else ``None``."""
+        if self.status is None or not os.WIFSIGNALED(self.status):
+            return None
+        number = os.WTERMSIG(self.status)
+        try:
+            return signal.Signals(number).name
+        except ValueError:  # a real-time signal has no name of its own
+            return f"signal {number}"
 
     def wait(self) -> int:
         """Wait for the child; return its exit code, 128+N when killed by signal N."""
-        if self.status is None:
-            _pid, self.status = os.waitpid(self.pid, 0)
+        while self.status is None:
+            _pid, status = os.waitpid(self.pid, os.WUNTRACED)
+            if os.WIFSTOPPED(status):
+                self._stopped()
+                continue
+            self.status = status
+        self._take_terminal_back()
         code = os.waitstatus_to_exitcode(self.status)
         return 128 - code if code < 0 else code
 
+    def _stopped(self) -> None:
+        # Ctrl-Z stopped the command: stop too, so that the shell sees its job stopped and
+        # gets the terminal; on `fg` (or `bg`) carry on and continue the command.
+        if self._tty is None:
+            return  # no job control here (a debugger, a supervisor): keep waiting
+        _set_foreground(self._tty, os.getpgrp())
+        os.kill(os.getpid(), signal.SIGSTOP)
+        with contextlib.suppress(OSError):
+            if os.tcgetpgrp(self._tty) == os.getpgrp():  # `fg`, not `bg`
+                _set_foreground(self._tty, self.pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGCONT)
 
-def _terminal_signalled_us(child_pid: int) -> bool:
-    """Whether a SIGINT, SIGQUIT or SIGHUP now most likely came from our terminal.
+    def _take_terminal_back(self) -> None:
+        if self._tty is not None:
+            _set_foreground(self._tty, os.getpgrp())
+            self._close_tty()
 
-    The terminal sends those to the whole foreground process group, the child included when it
-    stayed in ours; forwarding them as well would make the child see two interrupts (and give
-    up its graceful shutdown).
-    """
+    def _close_tty(self) -> None:
+        if self._tty is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._tty)
+            self._tty = None
+
+
+def _terminal_signalled_us(child: _Child) -> bool:
+    """Whether a SIGINT, SIGQUIT or SIGHUP now most likely came from our terminal and so
+    reached the child too: only where the child could not get a process group of its own."""
+    if child.own_group:
+        return False  # the terminal signals the child's group, which is not ours
     try:
-        if os.getpgid(child_pid) != os.getpgrp():
-            return False  # the child left our group: the terminal's signal did not reach it
+        if os.getpgid(child.pid) != os.getpgrp():
+            return False
     except OSError:
         return False
     try:
@@ -323,7 +468,12 @@ def _terminal_signalled_us(child_pid: int) -> bool:
 
 
 class _Forwarder:
-    """Signal handlers for the duration of the child: the child decides what a signal means."""
+    """Signal handlers for the duration of the child: the child decides what a signal means.
+
+    Each signal carbontrack receives is sent on to the command's process group once: the
+    command is in a group of its own, so a signal sent to carbontrack's group does not reach
+    it directly as well.
+    """
 
     #: Forwarded to the child; carbontrack itself stays to write the report. SIGQUIT
     #: (Ctrl-backslash) and SIGHUP (terminal closed) would otherwise end carbontrack first.
@@ -335,7 +485,7 @@ class _Forwarder:
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
-        if signum in self.FROM_TERMINAL and _terminal_signalled_us(self._child.pid):
+        if signum in self.FROM_TERMINAL and _terminal_signalled_us(self._child):
             return  # the child got this one from the terminal itself
         self._child.send_signal(signum)
 
@@ -497,16 +647,14 @@ def _say(message: str) -> None:
     print(f"carbontrack: {message}", file=sys.stderr, flush=True)
 
 
-def _write_json(report: Report, target: str) -> None:
+def _write_json(report: Report, target: str, file_mode: str = "private") -> None:
     text = json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n"
     if target == "-":
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    path = Path(target).expanduser()
-    if path.parent != Path():
-        path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    # The report says where and how the command ran: the run log's policy (file_mode) holds.
+    _files.write_bytes(Path(target).expanduser(), text.encode("utf-8"), file_mode)
 
 
 def split_command(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
@@ -533,6 +681,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         )
     try:
         settings = settings_from_args(args)
+        from carbontrack.writers.prometheus import with_config_file
+
+        # The config file's exporter keys, checked before the command starts.
+        settings = with_config_file(settings)
     except (InvalidOption, TypeError, ValueError) as exc:
         parser.error(_in_cli_words(str(exc)))
     if args.json not in (None, "-") and Path(args.json).expanduser().is_dir():
@@ -560,7 +712,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             _say("no JSON report: measuring did not run (see the warning above)")
         else:
             try:
-                _write_json(report, args.json)
+                _write_json(report, args.json, settings.file_mode)
             except OSError as exc:
                 where = "stdout" if args.json == "-" else args.json
                 _say(f"cannot write the JSON report to {where}: {exc}")
@@ -585,9 +737,11 @@ def measure(
     child = _Child(cmd, stdout_to_stderr=stdout_to_stderr)
     tracker: Tracker | None = None
     status: StatusLine | None = None
+    command = Command(argv=tuple(redact_argv(cmd)))
     with _Forwarder(child):
         try:
             tracker = Tracker(attrs.evolve(settings, pid=child.pid))
+            tracker.command = command  # in every checkpoint: a killed run still says what ran
             tracker.start()
         except PluginLoadError as exc:
             # Loud before the command runs, as the library is: the fix is in the message.
@@ -606,6 +760,10 @@ def measure(
             status.start()
         try:
             returncode = child.wait()
+            if tracker is not None:
+                tracker.command = attrs.evolve(
+                    command, exit_code=returncode, signal=child.signal_name
+                )
         finally:
             if status is not None:
                 status.stop()

@@ -9,9 +9,11 @@ Its figures are simulated: never report them as measured.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
@@ -24,11 +26,13 @@ __all__ = [
     "AMD_RANGE_UJ",
     "DRAM_RANGE_UJ",
     "PACKAGE_RANGE_UJ",
+    "PSYS_1J_RANGE_UJ",
     "FakePackage",
     "FakePowercap",
     "FakeZone",
     "amd_zen",
     "laptop_with_psys",
+    "sapphire_rapids",
     "two_socket_server",
 ]
 
@@ -36,8 +40,13 @@ __all__ = [
 #: an Intel package with the 61 µJ energy unit, Intel server DRAM (fixed 15.3 µJ unit), and the
 #: 15.26 µJ unit of AMD packages.
 PACKAGE_RANGE_UJ = 262_143_328_850
+#: Intel server DRAM's ``max_energy_range_uj`` (see ``PACKAGE_RANGE_UJ``).
 DRAM_RANGE_UJ = 65_712_999_613
+#: An AMD package's ``max_energy_range_uj`` (see ``PACKAGE_RANGE_UJ``).
 AMD_RANGE_UJ = 65_532_610_987
+#: psys on Sapphire/Emerald Rapids counts in 1 J units (a real reading: 60293987000000 µJ,
+#: intel/powertelemetry#3): a 32-bit counter of 1 J steps.
+PSYS_1J_RANGE_UJ = (2**32 - 1) * 1_000_000
 
 # File modes as upstream kernels create them; ``energy_uj`` is 0400 root since the 2020 fix.
 # The fake's default (0444) is what a machine looks like after the udev rule; ``unreadable()``
@@ -74,6 +83,7 @@ class FakeZone:
     watts: Watts = 0.0
     range_uj: int = PACKAGE_RANGE_UJ
     mirror_of: FakeZone | None = attrs.field(default=None, repr=False)
+    unit_uj: int = 1
     true_j: float = attrs.field(default=0.0, init=False)
     _counter_j: float = attrs.field(default=0.0, init=False)
     _start_uj: int = attrs.field(default=0, init=False)
@@ -93,8 +103,11 @@ class FakeZone:
             return self.mirror_of.counter_uj
         if self._fixed_uj is not None:
             return self._fixed_uj
-        # Hardware counts in energy units and wraps after range + one unit; 1 µJ stands in here.
-        return int(self._start_uj + self._counter_j * 1e6) % (self.range_uj + 1)
+        # Hardware counts in energy units and wraps after range + one unit. 1 µJ stands in for
+        # the small units (15-61 µJ); a coarse unit (psys: 1 J) shows as steps of that size.
+        raw = int(self._start_uj + self._counter_j * 1e6)
+        raw -= raw % self.unit_uj
+        return raw % (self.range_uj + self.unit_uj)
 
     def power_at(self, elapsed_s: float) -> float:
         """The zone's power ``elapsed_s`` seconds after the tree was made."""
@@ -216,6 +229,7 @@ class FakePowercap:
         start_uj: int = 0,
         mirror_of: FakeZone | None = None,
         limits: bool = True,
+        unit_uj: int = 1,
     ) -> FakeZone:
         """Register one zone (top-level, or a sub-zone of ``parent``) and write its files."""
         if parent is None:
@@ -245,6 +259,7 @@ class FakePowercap:
             watts=watts,
             range_uj=range_uj,
             mirror_of=mirror_of,
+            unit_uj=unit_uj,
         )
         self.zones.append(zone)
         zone.start_at(start_uj)
@@ -286,10 +301,22 @@ class FakePowercap:
         return FakePackage(package=package, **sub)
 
     def add_psys(
-        self, watts: Watts, *, name: str = "psys", range_uj: int = PACKAGE_RANGE_UJ
+        self,
+        watts: Watts,
+        *,
+        name: str = "psys",
+        range_uj: int = PACKAGE_RANGE_UJ,
+        unit_uj: int = 1,
+        start_uj: int = 0,
     ) -> FakeZone:
-        """Register a platform (``psys``) zone: a separate top-level zone covering the SoC."""
-        return self.add_zone(name, watts=watts, range_uj=range_uj)
+        """Register a platform (``psys``) zone: a separate top-level zone covering the SoC.
+
+        ``unit_uj=1_000_000`` (with ``range_uj=PSYS_1J_RANGE_UJ``) is Sapphire/Emerald
+        Rapids' psys, which counts whole joules.
+        """
+        return self.add_zone(
+            name, watts=watts, range_uj=range_uj, unit_uj=unit_uj, start_uj=start_uj
+        )
 
     def add_mmio_duplicate(self, of: FakeZone) -> FakeZone:
         """Register ``intel-rapl-mmio:N`` showing ``of``'s counter, as recent Intel laptops do."""
@@ -316,6 +343,30 @@ class FakePowercap:
         clock: _AdvancingClock = self.clock  # type: ignore[assignment]
         clock.advance(seconds)
         self.sync(write=write)
+
+    @contextlib.contextmanager
+    def live(self, interval_s: float = 0.005) -> Iterator[FakePowercap]:
+        """Advance the counters in real time while the block runs, as the kernel does.
+
+        For tests where other processes read the tree: a thread calls ``sync()`` every
+        ``interval_s`` (the tree's clock must be a real one, such as ``time.monotonic``), so a
+        reader sees energy at most ``interval_s`` old.
+        """
+        stop = threading.Event()
+
+        def run() -> None:
+            while not stop.wait(interval_s):
+                self.sync()
+
+        self.sync()
+        thread = threading.Thread(target=run, name="fake-powercap-live", daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            thread.join(5)
+            self.sync()
 
     def mask(self) -> None:
         """Hide ``devices/virtual/powercap`` as container runtimes do: the symlinks dangle."""
@@ -402,18 +453,60 @@ def amd_zen(
     watts: Watts = 95.0,
     core_watts: Watts = 4.0,
     die_mirrors: int = 0,
+    ccds: int = 0,
+    sockets: int = 1,
 ) -> FakePowercap:
     """An AMD Zen machine: ``package-0`` with a ``core`` sub-zone; no dram, psys or limits.
 
     ``die_mirrors > 0`` lays out Zen 1/2 Threadripper/EPYC zones ``package-0-die-0``,
-    ``package-0-die-1``... that all show the one socket counter.
+    ``package-0-die-1``... that all show the one socket counter. ``ccds > 0`` lays out what
+    kernel 6.10 shows on Zen 4 (per-CCD dies from CPUID 0x80000026; RAPL registers a zone per
+    die, upstream 26096aed255f): ``package-S-die-D`` for each CCD of each of ``sockets``, all
+    showing their socket's counter, each with its own ``core`` sub-zone (``intel-rapl:N:0``)
+    read on that die's first core (``core_watts`` each, inside the package's ``watts``).
     """
     tree = FakePowercap(base, clock=clock)
+    if ccds:
+        for socket in range(sockets):
+            first: FakeZone | None = None
+            for die in range(ccds):
+                name = f"package-{socket}-die-{die}"
+                if first is None:
+                    zone = tree.add_zone(name, watts=watts, range_uj=AMD_RANGE_UJ, limits=False)
+                    zone.start_at(1_234_567_890 * (socket + 1))
+                    first = zone
+                else:
+                    zone = tree.add_zone(name, range_uj=AMD_RANGE_UJ, mirror_of=first, limits=False)
+                tree.add_zone(
+                    "core", watts=core_watts, parent=zone, range_uj=AMD_RANGE_UJ, limits=False
+                )
+        return tree
     if not die_mirrors:
         tree.add_package(0, watts, core_watts=core_watts, range_uj=AMD_RANGE_UJ, limits=False)
         return tree
-    first = tree.add_package(0, watts, die=0, range_uj=AMD_RANGE_UJ, limits=False).package
-    first.start_at(9_876_543_210)
+    first_die = tree.add_package(0, watts, die=0, range_uj=AMD_RANGE_UJ, limits=False).package
+    first_die.start_at(9_876_543_210)
     for die in range(1, die_mirrors + 1):
-        tree.add_zone(f"package-0-die-{die}", range_uj=AMD_RANGE_UJ, mirror_of=first, limits=False)
+        tree.add_zone(
+            f"package-0-die-{die}", range_uj=AMD_RANGE_UJ, mirror_of=first_die, limits=False
+        )
+    return tree
+
+
+def sapphire_rapids(
+    base: str | os.PathLike[str],
+    *,
+    clock: _Clock | None = None,
+    package_watts: Watts = 180.0,
+    dram_watts: Watts = 20.0,
+    psys_watts: Watts = 420.0,
+) -> FakePowercap:
+    """A two-socket Sapphire/Emerald Rapids server: psys registered between the packages
+    (``intel-rapl:1``, intel/powertelemetry#3) and counting in 1 J units."""
+    tree = FakePowercap(base, clock=clock)
+    tree.add_package(0, package_watts, dram_watts=dram_watts)
+    tree.add_psys(
+        psys_watts, range_uj=PSYS_1J_RANGE_UJ, unit_uj=1_000_000, start_uj=60_293_987_000_000
+    )
+    tree.add_package(1, package_watts, dram_watts=dram_watts)
     return tree

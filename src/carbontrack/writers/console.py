@@ -13,7 +13,7 @@ from typing import TextIO
 
 from carbontrack.equivalents import format_equivalents
 from carbontrack.hookspecs import hookimpl
-from carbontrack.model import EpochRecord, Prediction, Report, RunInfo
+from carbontrack.model import Command, EpochRecord, Prediction, Report, RunInfo
 from carbontrack.paths import run_log_path
 from carbontrack.settings import Settings
 
@@ -96,6 +96,16 @@ def format_prediction(p: Prediction, pue: float = 1.0, *, equivalents: bool = Tr
         )
     else:
         lines.append("  interval: needs 2 epochs in the mean (a point estimate for now)")
+    if p.trend == "modelled" and p.trend_j_per_epoch is not None:
+        change = "grows" if p.trend_j_per_epoch > 0 else "falls"
+        lines.append(
+            f"  trend: epoch energy {change} by {format_energy(abs(p.trend_j_per_epoch))} per "
+            "epoch; the remaining epochs follow it"
+        )
+    elif p.trend == "allowed for":
+        lines.append(
+            "  trend: none clear; the interval allows for one these epochs cannot rule out"
+        )
     if equivalents:
         lines.append(f"  that is about {format_equivalents(p.co2eq_g)}")
     if p.best_start_ts is not None and p.best_start_saving_g is not None:
@@ -132,6 +142,8 @@ def format_report(
         f"{format_energy(report.energy_j)} (PUE {report.pue:g} -> "
         f"{format_energy(report.facility_energy_j)}), {format_co2(report.co2eq_g)}",
     ]
+    if report.command is not None:
+        lines.append(f"  command {command_status(report.command)}: {_command_text(report.command)}")
     for comp in report.components:
         words = ", ".join(_METHOD_WORDS[m] for m in comp.methods)
         partial = " [PARTIAL: some hardware not measured]" if comp.partial else ""
@@ -173,6 +185,26 @@ def format_report(
     if log_path:
         lines.append(f"  run log: {log_path}")
     return "\n".join(lines)
+
+
+def command_status(command: Command) -> str:
+    """How the command ended: ``exited 0``, ``exited 3 (failed)``, ``killed by SIGKILL``."""
+    if command.signal:
+        return f"killed by {command.signal} (exit {command.exit_code})"
+    if command.exit_code is None:
+        return "still running"
+    return f"exited {command.exit_code}" + (" (failed)" if command.exit_code else "")
+
+
+#: Longer command lines are cut in the summary (the report and run log keep them whole).
+COMMAND_CHARS = 160
+
+
+def _command_text(command: Command) -> str:
+    import shlex
+
+    text = shlex.join(command.argv)
+    return text if len(text) <= COMMAND_CHARS else text[: COMMAND_CHARS - 3] + "..."
 
 
 def _prediction_check(p: Prediction, report: Report) -> str:

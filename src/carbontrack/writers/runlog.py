@@ -116,26 +116,69 @@ class RunLogWriter:
             f.close()
 
 
+#: Longest line read whole: a final report with thousands of epochs is a few MB.
+MAX_LINE_CHARS = 64 * 2**20
+#: Bad lines described one by one per file; beyond this, one warning with the count.
+MAX_LINE_PROBLEMS = 3
+
+
+def _lines(f: IO[str]) -> Iterator[tuple[int, str | None]]:
+    """``(number, text)`` per line, ``text`` ``None`` for a line longer than ``MAX_LINE_CHARS``
+    (skipped in chunks, never held whole)."""
+    number = 0
+    while True:
+        raw = f.readline(MAX_LINE_CHARS)
+        if not raw:
+            return
+        number += 1
+        if len(raw) >= MAX_LINE_CHARS and not raw.endswith("\n"):
+            while (rest := f.readline(MAX_LINE_CHARS)) and not rest.endswith("\n"):
+                pass
+            yield number, None
+            continue
+        yield number, raw
+
+
 def iter_run_log(
     path: str | os.PathLike[str], problems: list[str]
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line number, line)`` for each readable line of a run log; append a problem
-    naming the file and line for each corrupt line, which is skipped."""
+    naming the file and line for each corrupt line, which is skipped. A file with more than
+    ``MAX_LINE_PROBLEMS`` corrupt lines gets one problem with the count instead (100 MB of
+    garbage is one warning, not 800,000)."""
+    found: list[str] = []
+    bad = 0
     with Path(path).open(encoding="utf-8", errors="replace") as f:
-        for number, raw in enumerate(f, start=1):
-            if not raw.strip():
+        for number, raw in _lines(f):
+            if raw is None:
+                why = f"longer than {MAX_LINE_CHARS:,} characters"
+            elif not raw.strip():
                 continue
-            try:
-                value = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                # json's own message for some errors ends in "at", waiting for a position.
-                why = f"{exc.msg.removesuffix(' at')} at column {exc.colno}"
-                problems.append(f"{path}:{number}: not JSON ({why}); line skipped")
-                continue
-            if not isinstance(value, dict) or not isinstance(value.get("type"), str):
-                problems.append(f"{path}:{number}: not a carbontrack log line; line skipped")
+            else:
+                why = ""
+                try:
+                    value = json.loads(raw)
+                except json.JSONDecodeError as exc:
+                    # json's own message for some errors ends in "at", waiting for a position.
+                    why = f"not JSON ({exc.msg.removesuffix(' at')} at column {exc.colno})"
+                except RecursionError:
+                    why = "not JSON (nested too deeply)"
+                else:
+                    if not isinstance(value, dict) or not isinstance(value.get("type"), str):
+                        why = "not a carbontrack log line"
+            if why:
+                bad += 1
+                if bad <= MAX_LINE_PROBLEMS:
+                    found.append(f"{path}:{number}: {why}; line skipped")
                 continue
             yield number, value
+    if bad > MAX_LINE_PROBLEMS:
+        problems.append(
+            f"{path}: {bad:,} corrupt lines skipped (not carbontrack log lines); the first: "
+            + found[0].removeprefix(f"{path}:")
+        )
+    else:
+        problems.extend(found)
 
 
 def read_run_log(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], list[str]]:
