@@ -69,6 +69,25 @@ def sampler_tick_cpu_s(devices: int = 16, ticks: int = 2000) -> float:
     return (time.process_time() - start) / ticks
 
 
+def epoch_boundary_us(boundaries: int = 300) -> float:
+    # An epoch boundary reads every plugin's devices on the caller's thread and calls the
+    # writers' epoch_ended hook (the run log is written): what a training loop pays per epoch.
+    import tempfile
+
+    hw = FakeHardware([FakeDevice(f"d{i}", watts=50.0) for i in range(16)], name="fake")
+    times = []
+    with (
+        tempfile.TemporaryDirectory() as log_dir,
+        track(plugins=[hw], verbose=0, log_dir=log_dir, interval_s=1.0) as run,
+    ):
+        for _ in range(boundaries):
+            start = time.perf_counter()
+            run.epoch_start()
+            run.epoch_end()
+            times.append(time.perf_counter() - start)
+    return median(times) * 1e6
+
+
 def workload(n: int = 15_000_000) -> int:
     total = 0
     for i in range(n):
@@ -122,6 +141,10 @@ def main() -> None:
     os.environ.setdefault("CARBONTRACK_DISABLE_PLUGIN_AUTOLOAD", "1")
     print(f"with track(): enter+exit, no hardware: median {enter_exit_ms():.2f} ms (target <= 30)")
     print(f"first with track() in a fresh process (loads plugins, tables): {first_use_ms():.1f} ms")
+    print(
+        f"epoch boundary (epoch_start + epoch_end, 16 fake devices, run log written): median "
+        f"{epoch_boundary_us():.0f} us"
+    )
     tick = sampler_tick_cpu_s()
     print(
         f"sampler, 16 fake devices: {tick * 1e6:.1f} us CPU per tick -> "

@@ -658,6 +658,7 @@ def test_plugins_json(env: dict[str, str]) -> None:
         ],
         "builtin": False,
         "blocked": False,
+        "error": None,
     }
     assert plugins["nvml"]["blocked"] is True
 

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import re
 import select
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from carbontrack.testing.distribution import write_plugin_distribution
 from cli_helpers import (
     CARBONTRACK,
     TIMEOUT,
@@ -333,3 +335,301 @@ def test_ctrl_z_stops_the_command_and_carbontrack_and_fg_continues_both(
     os.close(master)
     assert proc.wait(timeout=TIMEOUT) == 0
     assert b"done" in out
+
+
+# -- 10. one plugin that cannot be imported spoils no listing -----------------------------------
+
+
+@pytest.fixture
+def broken_env(tmp_path: Path) -> dict[str, str]:
+    env = cli_env(tmp_path)  # the working fakecpu distribution
+    write_plugin_distribution(
+        tmp_path / "site",
+        name="brokenhw",
+        distribution="carbontrack-brokenhw",
+        source="raise ImportError('libvendor.so.2: cannot open shared object file')\n",
+    )
+    return env
+
+
+@pytest.mark.parametrize("command", ["plugins", "devices"])
+def test_a_broken_plugin_is_listed_with_its_error_and_the_rest_still_listed(
+    broken_env: dict[str, str], command: str
+) -> None:
+    done = carbontrack(command, env=broken_env)
+    assert done.returncode == 0, done.stderr
+    assert "fakecpu" in done.stdout  # the working plugin is listed as usual
+    assert "brokenhw: " in done.stdout
+    assert "BROKEN" in done.stdout
+    assert "libvendor.so.2" in done.stdout
+    assert "CARBONTRACK_DISABLE_PLUGINS=brokenhw" in done.stdout  # the fix
+    assert "plugin 'brokenhw' cannot be loaded" in done.stderr
+    strict = carbontrack(command, "--strict", env=broken_env)
+    assert strict.returncode == 1
+    assert "brokenhw" in strict.stdout
+
+
+def test_plugins_json_marks_the_broken_plugin(broken_env: dict[str, str]) -> None:
+    done = carbontrack("plugins", "--json", env=broken_env)
+    assert done.returncode == 0
+    rows = {r["name"]: r for r in json.loads(done.stdout)["plugins"]}
+    assert rows["fakecpu"]["error"] is None
+    assert rows["fakecpu"]["hooks"]
+    assert "libvendor.so.2" in rows["brokenhw"]["error"]
+    assert rows["brokenhw"]["distribution"] == "carbontrack-brokenhw"
+
+
+def test_devices_json_marks_the_broken_plugin(broken_env: dict[str, str]) -> None:
+    done = carbontrack("devices", "--json", "--window", "0.1", env=broken_env)
+    assert done.returncode == 0
+    backends = {b["name"]: b for b in json.loads(done.stdout)["backends"]}
+    assert backends["fakecpu"]["devices"]
+    assert "libvendor.so.2" in backends["brokenhw"]["error"]
+
+
+# -- 12. devices --json: a device used only with other components is not "used" -----------------
+
+
+def test_ram_model_is_not_used_with_the_default_components(tmp_path: Path) -> None:
+    env = cli_env(tmp_path)
+    env["CARBONTRACK_DISABLE_PLUGINS"] = ",".join(
+        n for n in env["CARBONTRACK_DISABLE_PLUGINS"].split(",") if n != "estimate"
+    )
+    done = carbontrack("devices", "--json", "--window", "0.1", env=env)
+    assert done.returncode == 0, done.stderr
+    devices = [d for b in json.loads(done.stdout)["backends"] for d in b["devices"]]
+    (ram,) = [d for d in devices if d["kind"] == "ram"]
+    assert ram["used"] is False
+    assert "--components including ram" in ram["note"]
+
+
+# -- 4. track()'s options from the command line, the environment and the config file ------------
+
+
+def estimate_env(tmp_path: Path) -> dict[str, str]:
+    """Only the built-in CPU estimate (no fake counter): what a VM without RAPL gets."""
+    env = cli_env(tmp_path, plugin=False)
+    blocked = {ep for ep in env["CARBONTRACK_DISABLE_PLUGINS"].split(",") if ep} - {"estimate"}
+    env["CARBONTRACK_DISABLE_PLUGINS"] = ",".join(sorted(blocked | {"rapl", "nvml"}))
+    env.pop("CARBONTRACK_DISABLE_PLUGIN_AUTOLOAD", None)
+    return env
+
+
+def cpu_estimate_detail(stdout: str) -> str:
+    (device,) = [d for d in json.loads(stdout)["devices"] if d["id"] == "cpu-model"]
+    return str(device["detail"])
+
+
+def test_cpu_tdp_from_the_option_the_environment_and_the_config_file(tmp_path: Path) -> None:
+    env = estimate_env(tmp_path)
+    args = ["run", "--no-log", "--json", "-", "--", "true"]
+    done = carbontrack(*args[:1], "--cpu-tdp-w", "65", *args[1:], env=env)
+    assert done.returncode == 0, done.stderr
+    assert "TDP 65 W" in cpu_estimate_detail(done.stdout)
+
+    done = carbontrack(*args, env={**env, "CARBONTRACK_CPU_TDP_W": "77"})
+    assert done.returncode == 0, done.stderr
+    assert "TDP 77 W" in cpu_estimate_detail(done.stdout)
+    # Not silent: the summary says where the value came from.
+    assert "cpu_tdp_w (CARBONTRACK_CPU_TDP_W)" in " ".join(done.stderr.split())
+
+    config = tmp_path / "config.toml"
+    config.write_text("cpu_tdp_w = 88\npue = 1.2\n", encoding="utf-8")
+    done = carbontrack(*args, env={**env, "CARBONTRACK_CONFIG": str(config)})
+    assert done.returncode == 0, done.stderr
+    assert "TDP 88 W" in cpu_estimate_detail(done.stdout)
+    assert json.loads(done.stdout)["pue"] == 1.2
+    # The option beats the environment, which beats the config file.
+    done = carbontrack(
+        *args[:1],
+        "--cpu-tdp-w",
+        "65",
+        *args[1:],
+        env={**env, "CARBONTRACK_CPU_TDP_W": "77", "CARBONTRACK_CONFIG": str(config)},
+    )
+    assert "TDP 65 W" in cpu_estimate_detail(done.stdout)
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        ("option", "--cpu-tdp-w 0.0 is not valid"),
+        ("env", "CARBONTRACK_CPU_TDP_W=0.0 is not valid"),
+        ("env-text", "CARBONTRACK_CPU_TDP_W='sixty' is not valid: expected a number"),
+        ("config", "cpu_tdp_w in "),
+    ],
+)
+def test_a_bad_cpu_tdp_is_refused_the_same_way_everywhere_before_the_command_runs(
+    tmp_path: Path, where: str, expected: str
+) -> None:
+    env = estimate_env(tmp_path)
+    marker = tmp_path / "ran"
+    args = ["run", "--", "touch", str(marker)]
+    if where == "option":
+        args = ["run", "--cpu-tdp-w", "0", "--", "touch", str(marker)]
+    elif where == "env":
+        env["CARBONTRACK_CPU_TDP_W"] = "0"
+    elif where == "env-text":
+        env["CARBONTRACK_CPU_TDP_W"] = "sixty"
+    else:
+        config = tmp_path / "config.toml"
+        config.write_text("cpu_tdp_w = 0\n", encoding="utf-8")
+        env["CARBONTRACK_CONFIG"] = str(config)
+    done = carbontrack(*args, env=env)
+    assert done.returncode == 2
+    assert expected in done.stderr
+    assert "expected a finite number > 0" in done.stderr or where == "env-text"
+    assert not marker.exists()
+
+
+def test_run_help_lists_every_option_that_makes_sense_for_a_command(env: dict[str, str]) -> None:
+    from carbontrack.settings import FROM_ENVIRONMENT
+
+    text = carbontrack("run", "--help", env=env).stdout
+    flags = {
+        "interval_s": "--interval",
+        "checkpoint_s": "--checkpoint",
+        "components": "--components",
+        "intensity_g_per_kwh": "--intensity",
+        "pue": "--pue",
+        "gpu_ids": "--gpu-ids",
+        "devices_by_pid": "--devices-by-pid",
+        "attribution": "--attribution",
+        "cpu_tdp_w": "--cpu-tdp-w",
+        "rapl_psys": "--rapl-psys",
+        "log_dir": "--log-dir",
+        "write_log": "--no-log",
+        "log_file_prefix": "--log-file-prefix",
+        "geolocate": "--geolocate",
+    }
+    assert set(flags) == set(FROM_ENVIRONMENT)
+    for flag in flags.values():
+        assert flag in text
+    # The README's list of run's options is what --help has.
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    start = readme.index("Options mirror `track()`")
+    paragraph = readme[start : readme.index("\n\n", start)]
+    listed = set(re.findall(r"`(--[a-z][a-z-]*)", paragraph))
+    assert set(flags.values()) <= listed
+    assert [f for f in sorted(listed) if f not in text] == []
+
+
+# -- 13. the summary fits the terminal, and the long estimate text is shown once -----------------
+
+
+def test_summary_is_wrapped_to_the_terminal_and_the_estimate_explained_once(
+    tmp_path: Path,
+) -> None:
+    env = estimate_env(tmp_path)
+    args = ["run", "--no-status", "--no-log", "--", "true"]
+    code, out = run_in_terminal(args, env, columns=80, rows=40)
+    assert code == 0
+    lines = [line for line in screen_lines(out, columns=80, rows=40) if line]
+    # No row filled to the last column: every long line was broken at a space by carbontrack,
+    # not cut mid-word by the terminal.
+    assert all(len(line) < 80 for line in lines), "\n".join(lines)
+    first = "\n".join(lines)
+    assert "ESTIMATE CPU estimate" in first
+    assert "P = TDP x" in first  # the explanation, the first time on this machine
+
+    code, out = run_in_terminal(args, env, columns=80, rows=40)
+    second = "\n".join(screen_lines(out, columns=80, rows=40))
+    assert "ESTIMATE CPU estimate" in second  # still labelled an estimate
+    assert "P = TDP x" not in second  # but the long text is not repeated
+    assert "carbontrack devices" in second  # where to read it
+
+    code, out = run_in_terminal(["run", "-v", *args[1:]], env, columns=80, rows=40)
+    assert "P = TDP x" in "\n".join(screen_lines(out, columns=80, rows=40))  # -v: in full
+
+
+def test_summary_is_not_wrapped_into_a_pipe(tmp_path: Path) -> None:
+    env = estimate_env(tmp_path)
+    done = carbontrack("run", "--no-log", "--", "true", env=env)
+    estimate = next(line for line in done.stderr.splitlines() if "ESTIMATE CPU" in line)
+    assert "P = TDP x" in estimate  # one line per item, whole, for logs and grep
+
+
+# -- 7 and 8. the budget warning's advice; predictions from modelled energy say so ---------------
+
+
+def _modelled_run(capsys: pytest.CaptureFixture[str], **options: object) -> str:
+    from carbontrack import track
+    from carbontrack.testing import FakeDevice, FakeHardware
+
+    hw = FakeHardware([FakeDevice("cpu-model", kind="cpu", method="model", watts=30.0)])
+    with track(plugins=[hw], epochs=3, write_log=False, interval_s=0.01, **options) as run:  # type: ignore[arg-type]
+        for _ in range(2):
+            with run.epoch():
+                time.sleep(0.02)
+    return capsys.readouterr().err
+
+
+def test_the_budget_warning_does_not_advise_the_mode_already_in_use(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    err = _modelled_run(capsys, budget_co2eq_g=1e-12)  # on_budget="warn", the default
+    assert "exceeds the budget" in err
+    assert "on_budget='warn'" not in err
+    assert "on_budget='raise'" in err  # what would change something
+
+
+def test_a_prediction_from_modelled_energy_is_labelled_an_estimate(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    err = _modelled_run(capsys)
+    assert "carbontrack: predicted (ESTIMATED: from modelled energy, not a measurement)" in err
+    assert "mean of 1 epoch)" in err
+    assert "the 2 epochs drew (ESTIMATED)" in err
+    assert "epochs measured drew" not in err
+
+
+MINI_SHELL = """
+import fcntl, os, signal, subprocess, sys, termios, time
+fcntl.ioctl(0, termios.TIOCSCTTY, 0)  # a session whose terminal is the pty, as a shell has
+signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+job = subprocess.Popen(sys.argv[1:], process_group=0)  # `carbontrack run ... &`: a background job
+def state():
+    return open(f"/proc/{job.pid}/stat").read().rsplit(")", 1)[1].split()[0]
+deadline = time.monotonic() + 20
+while state() != "T" and time.monotonic() < deadline:  # stopped by terminal input, as a job is
+    time.sleep(0.05)
+print("job stopped" if state() == "T" else "job not stopped", flush=True)
+os.tcsetpgrp(0, job.pid)  # `fg`: the terminal to the job, then continue it
+os.killpg(job.pid, signal.SIGCONT)
+sys.exit(job.wait(timeout=20))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_background_command_that_reads_the_terminal_stops_and_fg_resumes_it(
+    env: dict[str, str],
+) -> None:
+    import pty
+
+    master, slave = pty.openpty()
+    child = py("import sys; line = sys.stdin.readline(); print('got ' + line.strip())")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", MINI_SHELL, *CARBONTRACK, "run", "-q", "--no-log", "--", *child],
+        env=env,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
+    os.close(slave)
+    out = b""
+    deadline = time.monotonic() + TIMEOUT
+    while b"job stopped" not in out and b"job not" not in out and time.monotonic() < deadline:
+        if select.select([master], [], [], 0.1)[0]:
+            out += os.read(master, 1024)
+    assert b"job stopped" in out, out
+    os.write(master, b"hello\n")
+    while proc.poll() is None and time.monotonic() < deadline:
+        if select.select([master], [], [], 0.1)[0]:
+            try:
+                out += os.read(master, 1024)
+            except OSError:
+                break
+    os.close(master)
+    assert proc.wait(timeout=TIMEOUT) == 0, out
+    assert b"got hello" in out

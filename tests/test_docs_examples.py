@@ -18,8 +18,9 @@ Markers, an HTML comment on the line right before a block (the rendered page hid
 - ``<!-- docs-test: skip REASON -->``: not run (a reason is required; keep these rare).
 - ``<!-- docs-test: needs MODULE[,MODULE] -->``: run only where the modules import (CI installs
   every framework, so there they run).
-- ``<!-- real: PATH -->`` / ``<!-- excerpt: PATH -->``: a copy of a repository file, checked
-  to be identical to it by tests/test_docs_plugins.py, and not run here.
+- ``<!-- real: PATH -->`` / ``<!-- excerpt: PATH -->``: a copy of a repository file (or of a
+  contiguous part of it), checked here to match the file; the file itself is tested and run by
+  its own tests, so the copy is not run again.
 
 And anywhere on a page, hidden set-up code run at that point in the page's namespace::
 
@@ -128,6 +129,18 @@ def test_markers_are_known_and_give_reasons() -> None:
             if b.marker in {"real", "excerpt"} and not (REPO / b.arg).is_file():
                 problems.append(f"{b.where}: {b.arg} does not exist")
     assert not problems, "\n".join(problems)
+
+
+def test_copies_match_their_files() -> None:
+    stale = []
+    for page in PAGES:
+        for b in blocks(page):
+            if b.marker not in {"real", "excerpt"} or not (REPO / b.arg).is_file():
+                continue
+            source = (REPO / b.arg).read_text(encoding="utf-8").rstrip("\n")
+            if (b.marker == "real" and b.code != source) or b.code not in source:
+                stale.append(f"{b.where}: the copy of {b.arg} differs from the file")
+    assert not stale, "\n".join(stale)
 
 
 def test_skips_stay_rare() -> None:

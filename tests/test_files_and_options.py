@@ -212,6 +212,7 @@ def test_a_regular_config_is_still_read(tmp_path: Path, monkeypatch: pytest.Monk
             rf"interval_s=1000000000000.0 is not valid: expected .*<= {MAX_INTERVAL_S:g}",
         ),
         ({"checkpoint_s": 1e12}, rf"checkpoint_s=1000000000000.0 .*<= {MAX_CHECKPOINT_S:g}"),
+        ({"job_wait_s": 1e12}, r"job_wait_s=1000000000000.0 .*<= 3600"),
     ],
 )
 def test_bad_options_are_refused_naming_the_option(options: dict[str, Any], match: str) -> None:
@@ -307,3 +308,50 @@ def test_cli_refuses_a_config_that_is_a_device(tmp_path: Path) -> None:
     assert "/dev/zero" in done.stderr
     assert "character device" in done.stderr
     assert not marker.exists()
+
+
+# -- a run entered in one thread and exited in another ------------------------------------------
+
+
+def test_a_run_exited_in_another_thread_ends(tmp_path: Path) -> None:
+    # Old code: AttributeError ('_thread._local' object has no attribute 'stack') and the run,
+    # with its sampler thread, kept running.
+    run = track(plugins=[_hw()], verbose=0, log_dir=tmp_path, interval_s=0.01)
+    tracker = run.__enter__()
+    errors: list[BaseException] = []
+
+    def leave() -> None:
+        try:
+            run.__exit__(None, None, None)
+        except BaseException as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=leave)
+    worker.start()
+    worker.join(10)
+    assert errors == []
+    assert not tracker.running
+    assert tracker.report.duration_s >= 0
+    assert not [t for t in threading.enumerate() if t.name.startswith("carbontrack-sampler")]
+    with run as again:  # the same object still works in the first thread
+        pass
+    assert not again.running
+
+
+def test_a_symlink_planted_in_a_shared_log_dir_is_never_written_through(tmp_path: Path) -> None:
+    # In a shared directory another member could plant a link at a name carbontrack writes
+    # (a report's temporary file, a log) pointing at a file of yours: it must stay untouched.
+    from carbontrack import _files
+
+    shared = tmp_path / "team"
+    shared.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (shared / f".report.json.{os.getpid()}.tmp").symlink_to(victim)
+    _files.write_bytes(shared / "report.json", b"{}", "shared")
+    assert victim.read_text() == "precious\n"
+    assert (shared / "report.json").read_bytes() == b"{}"
+    (shared / "carbontrack-x.jsonl").symlink_to(victim)
+    with pytest.raises(OSError, match="symbolic links"):  # ELOOP: not followed
+        _files.open_append(shared / "carbontrack-x.jsonl", "shared")
+    assert victim.read_text() == "precious\n"

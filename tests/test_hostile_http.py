@@ -201,6 +201,9 @@ def test_bad_points_in_a_history_are_dropped_with_a_warning(
     assert all(0 <= p.g_per_kwh < 1000 for p in found.points)
     assert "Electricity Maps sent" in caplog.text
     assert "ignored" in caplog.text
+    # The report says it too (the note reaches report.warnings and the summary).
+    assert "Electricity Maps: " in found.note
+    assert "unusable value(s) in its history ignored" in found.note
 
 
 @pytest.mark.parametrize("kind", ["nan", "negative"])

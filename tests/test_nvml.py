@@ -1056,3 +1056,17 @@ def test_power_buffer_detail_and_fallback_say_how_power_is_read() -> None:
     by_id = {d.id: d.detail for d in found}
     assert "nvmlDeviceGetSamples" in by_id[uuid(A)]
     assert "1 s average" in by_id[uuid(B)]
+
+
+def test_a_process_list_that_fails_is_unknown_not_unused(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # "Insufficient Permissions" on the process list (a container, a locked-down node) used to
+    # read as "no process here": the watched GPUs never started counting, 0 J.
+    gpus = three_gpus(power=150.0, errors={"nvmlDeviceGetComputeRunningProcesses": 4})
+    fake = FakeNVML(gpus, clock=clock)
+    with caplog.at_level(logging.WARNING):
+        report = late_run(fake, clock, steps=3, step_s=1.0, change={})
+    assert all(d.energy_j == pytest.approx(450.0) for d in report.devices)
+    assert "Insufficient Permissions" in caplog.text
+    assert "pass gpu_ids" in caplog.text

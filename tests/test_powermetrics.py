@@ -81,6 +81,10 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakePowerm
     monkeypatch.delenv(pm.FORCE_ENV, raising=False)
     # Through sudo, as a normal user would run it, even where the tests run as root.
     monkeypatch.setattr(pm, "_running_as_root", lambda: False)
+    if os.geteuid() != 0:
+        # The fake in the test's directory is the tester's own file, which sudo must never run
+        # (issue 21): the trust check itself is tested where the tests run as root (CI).
+        monkeypatch.setattr(pm, "trust_problem", lambda _path: None)
     yield fake
     assert fake.leftover_pids() == []
 
@@ -545,6 +549,7 @@ def test_hung_subprocess_fails_reads_so_its_devices_drop(
 
 def test_close_as_root_terminates_and_reaps_the_process(as_root: FakePowermetrics) -> None:
     found = discover()
+    wait_for(lambda: len(as_root.pids()) == 1)  # it started (discovery does not wait for it)
     session = session_of(found)
     proc = session._proc
     assert proc is not None
@@ -587,6 +592,10 @@ def test_no_process_survives_the_interpreter(fake: FakePowermetrics) -> None:
         "from carbontrack.settings import make_settings\n"
         f"found = pm.discover(make_settings(interval_s={INTERVAL_S}))\n"
         "assert any(d.kind == 'cpu' for d in found), found\n"
+        "import time\n"
+        "deadline = time.monotonic() + 20\n"
+        "while found[0].handle.samples < 1 and time.monotonic() < deadline:\n"
+        "    time.sleep(0.01)  # the process runs (discovery no longer waits for it)\n"
         "# exits without closing the devices\n"
     )
     env = {**os.environ, pm.FORCE_ENV: "1"}
@@ -742,6 +751,7 @@ def test_native_arm64_python_is_not_called_rosetta(fake: FakePowermetrics) -> No
 # -- the sudoers fix never grants root (issue 21) ------------------------------------------------
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown and the trust check need root")
 def test_a_user_owned_powermetrics_first_on_path_is_never_run_or_named_for_sudo(
     fake: FakePowermetrics, tmp_path: Path
 ) -> None:
@@ -760,6 +770,7 @@ def test_a_user_owned_powermetrics_first_on_path_is_never_run_or_named_for_sudo(
     assert "/usr/bin/powermetrics" in unavailable.fix
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown and the trust check need root")
 def test_a_powermetrics_in_a_directory_others_can_write_is_refused(
     fake: FakePowermetrics,
 ) -> None:
@@ -792,3 +803,23 @@ def test_the_trust_check_accepts_root_owned_files_in_sticky_directories(tmp_path
 def test_the_sudoers_rule_escapes_what_sudoers_requires() -> None:
     fix = pm.sudoers_fix("alice", ["/usr/bin/powermetrics", "-s", "a,b", "-x", "c:d=e!"])
     assert "alice ALL=(root) NOPASSWD: /usr/bin/powermetrics -s a\\,b -x c\\:d\\=e\\!" in fix
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown and the trust check need root")
+def test_the_devices_command_never_prints_a_rule_for_a_user_owned_powermetrics(
+    fake: FakePowermetrics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 21's reproduction, through `carbontrack devices` (in process, so that the test can
+    # run it as a user that needs sudo).
+    from carbontrack.cli._devices import format_text, inspect_devices
+
+    monkeypatch.setenv(pm.FORCE_ENV, "1")
+    os.chown(fake.executable, 4321, 4321)
+    fake.configure(sudo="refuse")
+    views = inspect_devices(window_s=0.1)
+    text = format_text(views, 0.1)
+    assert "powermetrics" in text
+    assert "NOPASSWD" not in text
+    assert str(fake.executable) + " -f" not in text
+    assert "not root" in text
+    assert fake.invocations("sudo") == []

@@ -28,6 +28,10 @@ from carbontrack.testing import FakeDevice, FakeHardware
         # Token shapes anywhere, even positional.
         (["login", "hf_abcdefghijKLMNOP"], ["login", "***"]),
         (["--url", "https://user:pa55@host/x"], ["--url", "https://user:***@host/x"]),
+        (
+            ["--url", "https://api.example/v1?zone=DK&API_KEY=abc123&x=1"],
+            ["--url", "https://api.example/v1?zone=DK&API_KEY=***&x=1"],
+        ),
         (["python", "train.py", "--epochs", "3"], ["python", "train.py", "--epochs", "3"]),
     ],
 )

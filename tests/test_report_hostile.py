@@ -7,6 +7,7 @@ import argparse
 import io
 import json
 import math
+import os
 import random
 import re
 from pathlib import Path
@@ -152,3 +153,21 @@ def test_durations_that_sum_to_infinity_never_break_the_total(tmp_path: Path, fm
     assert "duration_s" in err  # each bad line is named
     if fmt == "json":
         assert math.isfinite(json.loads(out)["total"]["duration_s"])
+
+
+def test_a_report_written_to_a_file_is_private_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _good_run(tmp_path / "logs")
+    old = os.umask(0o022)
+    try:
+        target = tmp_path / "report.csv"
+        code, _, err = _report(str(tmp_path / "logs"), "--format", "csv", "-o", str(target))
+        assert code == 0, err
+        assert target.stat().st_mode & 0o777 == 0o600
+        monkeypatch.setenv("CARBONTRACK_FILE_MODE", "shared")
+        code, _, err = _report(str(tmp_path / "logs"), "--format", "csv", "-o", str(target))
+        assert code == 0, err
+        assert target.stat().st_mode & 0o777 == 0o660
+    finally:
+        os.umask(old)

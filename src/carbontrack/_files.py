@@ -57,6 +57,11 @@ FILE_MODES: dict[str, tuple[int, int]] = {
 }
 DEFAULT_FILE_MODE = "private"
 
+#: Files are opened without following a symbolic link in their last component: in a shared
+#: log directory another member could otherwise point ``carbontrack-runs.csv`` at a file of
+#: yours and have carbontrack append to it.
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
 #: The largest config file read: a real one is a few hundred bytes.
 MAX_CONFIG_BYTES = 1024 * 1024
 
@@ -108,7 +113,7 @@ def apply_mode(fd: int, file_mode: str) -> None:
 def open_append(path: Path, file_mode: str = DEFAULT_FILE_MODE) -> IO[str]:
     """Open ``path`` to append text (created with the mode; its directory too)."""
     make_dirs(path.parent, file_mode)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, modes(file_mode)[0])
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | NOFOLLOW, modes(file_mode)[0])
     try:
         apply_mode(fd, file_mode)
         return os.fdopen(fd, "a", encoding="utf-8")
@@ -121,7 +126,9 @@ def write_bytes(path: Path, data: bytes, file_mode: str = DEFAULT_FILE_MODE) -> 
     """Replace ``path`` with ``data`` atomically (a temporary file renamed), with the mode."""
     make_dirs(path.parent, file_mode)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, modes(file_mode)[0])
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # left by a crashed process with this pid; O_EXCL below needs it gone
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, modes(file_mode)[0])
     try:
         apply_mode(fd, file_mode)
         view = memoryview(data)

@@ -7,7 +7,8 @@ A leaf module (standard library only) so that every writer and the CLI can share
   name holds ``token``, ``key``, ``password``/``passwd``/``pwd``, ``secret``, ``credential`` or
   ``auth``; assignments such as ``HF_TOKEN=hf_x`` or ``api_key=x``; and, anywhere, values
   shaped like well-known tokens (``hf_...``, ``sk-...``, ``ghp_...``, ``AKIA...``, ``xoxb-...``)
-  and passwords in URLs (``https://user:pw@host``).
+  passwords in URLs (``https://user:pw@host``) and secret-named query parameters
+  (``?api_key=x``).
 * ``redact_text``: text (a server's message, a log line) with given secrets masked,
   case-insensitively, and the same token shapes masked.
 * ``redact_data``: the same over every string (and mapping key) of decoded JSON.
@@ -41,6 +42,12 @@ _TOKEN_SHAPES = re.compile(
 )
 # ``scheme://user:password@host``: the password part.
 _URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*:)[^/\s@]+(?=@)")
+# ``?api_key=x`` / ``&token=x`` in a URL or a message: the value of a secret-named parameter.
+_QUERY_SECRET = re.compile(
+    r"(?P<head>[?&;](?:[A-Za-z0-9_.\-]*(?:token|key|password|passwd|secret|auth)"
+    r"[A-Za-z0-9_.\-]*)=)[^&#\s;\"']+",
+    re.IGNORECASE,
+)
 
 
 def is_secret_name(name: str) -> bool:
@@ -52,6 +59,7 @@ def is_secret_name(name: str) -> bool:
 
 def _shapes(text: str) -> str:
     text = _TOKEN_SHAPES.sub(MASK, text)
+    text = _QUERY_SECRET.sub(lambda m: m.group("head") + MASK, text)
     return _URL_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
 
 

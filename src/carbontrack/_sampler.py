@@ -8,6 +8,7 @@ boundaries, stop) are read on the caller's thread. Nothing here raises into user
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -36,9 +37,37 @@ DROP_AFTER_FAILURES = 3
 WRAP_SAFETY = 0.25
 MIN_INTERVAL_S = 0.01
 
-#: How long a read on the caller's thread (start, epoch boundaries, stop) waits for a
-#: background read still inside a plugin before it is skipped: training never hangs on a plugin.
-EDGE_WAIT_S = 1.0
+#: How long a read on the caller's thread (start, epoch boundaries, stop) waits for a read in
+#: progress on the background thread. Every plugin call in a read is bounded by the plugin
+#: host's read budget (``HOOK_BUDGET_S``), so this is a second line of defence only.
+EDGE_WAIT_S = 2.0
+
+#: The first background read comes this soon after the start, whatever ``interval_s``: until a
+#: second read no power is known, so the interval cannot yet be shortened for fast-wrapping
+#: counters (a 15 s interval would miss every wrap of its first 15 s).
+FIRST_TICK_S = 0.1
+
+#: The most power one device of a kind can draw (W), for plausibility: a counter that jumps
+#: forward by more than ``max(this, 10 x the highest power seen) x max(interval, 5 s)`` was reset
+#: or reloaded, not drawn (a RAPL package counter reset to 250 kJ mid-run would otherwise count
+#: 200 kJ). Generous: a GB200 superchip draws ~2.7 kW, a 2-socket node's psys ~2 kW; a 5 s floor
+#: on the interval leaves room for counters that update in lumps.
+MAX_KIND_W: dict[str, float] = {
+    "cpu": 2_000.0,
+    "dram": 1_000.0,
+    "ram": 1_000.0,
+    "gpu": 5_000.0,
+    "ane": 500.0,
+    "psys": 20_000.0,
+}
+#: Plugins' own kinds (a PDU, a whole node): a megawatt is beyond any single device.
+MAX_OTHER_W = 1_000_000.0
+PLAUSIBLE_MIN_DT_S = 5.0
+
+#: Readings beyond these are rejected as garbage (a failed read naming the value), so that sums
+#: and the trapezoid rule stay finite: 1.7e308 W + 1.7e308 W is ``inf``.
+ABSURD_W = 1e7
+ABSURD_J = 1e18
 
 #: A wrap that implies more than this multiple of the highest power seen so far is a reset: a
 #: driver reload from above half the range would otherwise count up to half the range (131 kJ
@@ -56,6 +85,7 @@ def counter_delta(
     current_j: float,
     wrap_j: float | None,
     max_advance_j: float | None = None,
+    max_forward_j: float | None = None,
 ) -> tuple[float, bool]:
     """Energy between two reads of a cumulative counter: ``(joules, was_reset)``.
 
@@ -63,9 +93,13 @@ def counter_delta(
     half the range (the sampler reads often enough for that) and under ``max_advance_j`` (what
     the device could plausibly have drawn in the interval); otherwise it was reset (driver
     reload, counter cleared) and the interval counts nothing rather than a negative or huge value.
+    A counter that went up by more than ``max_forward_j`` was reset too (set to a new value).
     """
     if current_j >= previous_j:
-        return current_j - previous_j, False
+        advance = current_j - previous_j
+        if max_forward_j is not None and advance > max_forward_j:
+            return 0.0, True  # more than the device could draw: reloaded, not energy
+        return advance, False
     if wrap_j is not None and wrap_j > 0 and previous_j <= wrap_j:
         advance = (wrap_j - previous_j) + current_j
         plausible = max_advance_j is None or advance <= max_advance_j
@@ -90,6 +124,7 @@ class _DeviceState:
     wrap_j: float | None = None
     peak_w: float = 0.0
     resets: int = 0
+    reset_s: float = 0.0
     failures_in_row: int = 0
     last_error: str = ""
     dropped: str | None = None
@@ -104,6 +139,7 @@ class DeviceTotal:
     energy_j: float
     resets: int
     dropped: str | None
+    reset_s: float = 0.0
 
 
 _live_samplers: weakref.WeakSet[Sampler] = weakref.WeakSet()
@@ -159,39 +195,47 @@ class Sampler:
     def read(self, *, wait_s: float | None = EDGE_WAIT_S) -> float:
         """Read every active device once and update its energy; return the clock time used.
 
-        Plugin reads never overlap. ``wait_s`` bounds how long this call waits for a read in
-        progress on another thread (``None``: as long as it takes): the caller's edge reads
-        must not hang on a plugin that blocks the background thread, so after ``wait_s`` this
-        read is skipped, with one warning, and the figures stay at the last good read.
+        Reads never overlap; every plugin is read at once on its own worker (a plugin that does
+        not answer within the host's read budget is left behind, its devices fail that read,
+        and it is not read again until it returns). ``wait_s`` bounds how long this call waits
+        for a read in progress on another thread (``None``: as long as that takes, which the
+        read budget bounds).
         """
-        # Once a read is known to block, later edges do not wait for it again.
-        timeout = -1.0 if wait_s is None else (0.0 if self._blocked else wait_s)
+        timeout = -1.0 if wait_s is None else wait_s
         if not self._read_lock.acquire(timeout=timeout):
-            self._blocked = True
             self._warn_once(
                 "blocked",
-                "a plugin read has blocked for over %.1f s; readings are skipped until it "
-                "returns, and the figures stay at the last good read",
+                "a read has been in progress for over %.1f s; this one is skipped, and the "
+                "figures stay at the last good read",
                 wait_s,
             )
             return self._clock()
         try:
-            self._blocked = False
             now = self._clock()
             with self._lock:
                 by_plugin: dict[str, list[_DeviceState]] = {}
                 for state in self._states.values():
                     if state.dropped is None:
                         by_plugin.setdefault(state.plugin, []).append(state)
-            for plugin, states in by_plugin.items():
-                # The plugin is called without the state lock: totals, snapshots and reports
-                # stay available while a plugin is slow.
-                ok, result = self._host.call_one(
-                    plugin, "carbontrack_read_energy", devices=[s.device for s in states]
-                )
-                with self._lock:
-                    self._apply_plugin(plugin, states, ok, result, now)
+            # The plugins are called without the state lock: totals, snapshots and reports
+            # stay available while a plugin is slow.
+            # Each plugin's readings are timed on its worker, just before it is called: the
+            # hand-over to the worker thread must not skew power integration.
+            results = self._host.call_each(
+                "carbontrack_read_energy",
+                {p: {"devices": [s.device for s in states]} for p, states in by_plugin.items()},
+                clock=self._clock,
+            )
+            stuck = self._host.stuck() if not all(r[0] for r in results.values()) else {}
+            # The read's own time is the earliest plugin's: with one plugin, the report's
+            # duration and its power integration cover exactly the same window.
+            stamps = [r[2] for r in results.values() if r[2] is not None]
+            now = max(min(stamps), now) if stamps else now
             with self._lock:
+                for plugin, states in by_plugin.items():
+                    ok, result, at = results.get(plugin, (True, None, None))
+                    at = now if at is None else max(at, now)
+                    self._apply_plugin(plugin, states, ok, result, at, stuck_in=stuck.get(plugin))
                 total = self._total_locked()
                 if not self.timeline or now - self.timeline[-1][0] >= TIMELINE_STEP_S:
                     self.timeline.append((now, total))
@@ -200,24 +244,48 @@ class Sampler:
             self._read_lock.release()
 
     def _apply_plugin(
-        self, plugin: str, states: list[_DeviceState], ok: bool, result: object, now: float
+        self,
+        plugin: str,
+        states: list[_DeviceState],
+        ok: bool,
+        result: object,
+        now: float,
+        *,
+        stuck_in: str | None = None,
     ) -> None:
         readings: dict[str, Reading] = {}
         if ok:
             try:
-                readings = {r.device_id: r for r in _as_readings(result)}
-            except (TypeError, AttributeError) as exc:
+                readings = _as_readings(result)
+            except (TypeError, ValueError, AttributeError) as exc:
                 self._host.record_failure(plugin, "carbontrack_read_energy", exc)
+                ok = False
         dropped: dict[str, list[str]] = {}
         for state in states:
             reading = readings.get(state.device.id)
-            if reading is None or reading.error is not None:
-                why = reading.error if reading is not None and reading.error else "no reading"
-                if not ok:
-                    why = "the plugin raised (see failures)"
+            why: str | None = None
+            if not ok:
+                why = (
+                    f"plugin {plugin!r} has not returned from {stuck_in} (over its time budget)"
+                    if stuck_in is not None
+                    else "the plugin failed (see failures)"
+                )
+            elif reading is None:
+                why = "no reading"
+            elif reading.error is not None:
+                why = reading.error
+            else:
+                why = self._implausible(state, reading)
+                if why is not None:
+                    self._host.record_failure(
+                        plugin, "carbontrack_read_energy", ValueError(why), log=False
+                    )
+                    self._warn_once(f"garbage:{plugin}:{state.device.id}", "%s", why)
+            if why is not None:
                 if self._fail(state, why):
                     dropped.setdefault(why, []).append(state.device.name)
             else:
+                assert reading is not None
                 self._apply(state, reading, now)
         # One warning per plugin and cause: a dead subprocess behind three devices is one event.
         for why, names in dropped.items():
@@ -234,16 +302,25 @@ class Sampler:
             state.wrap_j = reading.wrap_j
             if state.last_j is not None:
                 limit = PLAUSIBLE_POWER_FACTOR * state.peak_w * dt if state.peak_w > 0 else None
-                delta, reset = counter_delta(state.last_j, reading.joules, reading.wrap_j, limit)
+                forward = max(
+                    PLAUSIBLE_POWER_FACTOR * state.peak_w,
+                    MAX_KIND_W.get(state.device.kind, MAX_OTHER_W),
+                ) * max(dt, PLAUSIBLE_MIN_DT_S)
+                delta, reset = counter_delta(
+                    state.last_j, reading.joules, reading.wrap_j, limit, forward
+                )
                 if reset:
                     state.resets += 1
+                    state.reset_s += dt
                     self._warn_once(
                         f"reset:{state.plugin}:{state.device.id}",
-                        "counter of %s went back from %.3f J to %.3f J: treated as a reset "
-                        "(driver reload?), this interval counts nothing",
+                        "counter of %s went from %.3f J to %.3f J in %.3g s, which no wrap or "
+                        "plausible power explains: treated as a reset (driver reload?), this "
+                        "interval counts nothing",
                         state.device.name,
                         state.last_j,
                         reading.joules,
+                        dt,
                     )
                 state.energy_j += delta
                 if dt > 0:
@@ -256,6 +333,28 @@ class Sampler:
             state.peak_w = max(state.peak_w, reading.watts)
         state.last_t = now
         state.failures_in_row = 0
+
+    def _implausible(self, state: _DeviceState, reading: Reading) -> str | None:
+        """Why ``reading`` cannot be a true value for this device, or None."""
+        name = f"{state.device.name} ({state.plugin})"
+        for field, value, limit in (
+            ("joules", reading.joules, ABSURD_J),
+            ("watts", reading.watts, ABSURD_W),
+            ("wrap_j", reading.wrap_j, ABSURD_J),
+        ):
+            if value is None:
+                continue
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                return f"{name}: {field}={value!r} is not a number"
+            if not math.isfinite(value) or value < 0 or value > limit:
+                return f"{name}: {field}={value!r} is not a plausible reading (0 to {limit:g})"
+        wrap = reading.wrap_j
+        if reading.joules is not None and wrap and reading.joules > wrap:
+            return (
+                f"{name}: counter {reading.joules:.6g} J is above its declared range "
+                f"{wrap:.6g} J (max_energy_range); the value is garbage"
+            )
+        return None
 
     def _fail(self, state: _DeviceState, why: str) -> bool:
         """Count a failed read; return True when it drops the device."""
@@ -280,7 +379,7 @@ class Sampler:
         """Every device's energy so far (dropped devices keep what they measured)."""
         with self._lock:
             return [
-                DeviceTotal(s.device, s.plugin, s.energy_j, s.resets, s.dropped)
+                DeviceTotal(s.device, s.plugin, s.energy_j, s.resets, s.dropped, s.reset_s)
                 for s in self._states.values()
             ]
 
@@ -314,8 +413,12 @@ class Sampler:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.next_interval()):
+        # The first read comes early, so the second interval already knows the power and can
+        # shorten itself for fast-wrapping counters.
+        wait = min(FIRST_TICK_S, self.next_interval())
+        while not self._stop.wait(wait):
             self.tick()
+            wait = self.next_interval()
 
     def tick(self) -> None:
         """One background step: read, then let the tracker checkpoint. Never raises."""
@@ -356,13 +459,17 @@ class Sampler:
         self.forked = True
 
 
-def _as_readings(result: object) -> Iterable[Reading]:
+def _as_readings(result: object) -> dict[str, Reading]:
+    """The readings of a plugin's answer by device id; ``TypeError`` naming the bad value."""
     if result is None:
-        return ()
-    if not isinstance(result, Iterable):
-        raise TypeError(f"carbontrack_read_energy returned {type(result).__name__}, not a list")
-    readings = list(result)
-    for r in readings:
+        return {}
+    if isinstance(result, str | bytes | Mapping) or not isinstance(result, Iterable):
+        raise TypeError(f"carbontrack_read_energy returned {result!r:.200}, not a list of Reading")
+    readings: dict[str, Reading] = {}
+    for r in result:
         if not isinstance(r, Reading):
-            raise TypeError(f"carbontrack_read_energy returned {r!r}, not a Reading")
+            raise TypeError(f"carbontrack_read_energy returned {r!r:.200}, not a Reading")
+        if not isinstance(r.device_id, str):
+            raise TypeError(f"Reading.device_id={r.device_id!r:.200} is not a str")
+        readings[r.device_id] = r
     return readings

@@ -45,6 +45,7 @@ from carbontrack.model import (
     RunInfo,
     Sample,
     Unavailable,
+    check_device,
     component_of,
 )
 from carbontrack.settings import Settings, make_settings
@@ -230,10 +231,22 @@ class Tracker:
         found = self._host.broadcast("carbontrack_discover_devices", settings=self.settings)
         devices: dict[str, list[Device]] = {}
         unavailable: list[Unavailable] = []
+        hook = "carbontrack_discover_devices"
         for plugin, items in found.items():
+            if items is None:
+                continue
+            if not isinstance(items, list):  # the host runs out any iterable into a list
+                self._host.record_failure(
+                    plugin, hook, TypeError(f"returned {items!r:.100}, not a list of Device")
+                )
+                continue
             seen: set[str] = set()
-            for item in items or ():
-                if isinstance(item, Unavailable):
+            for item in items:
+                problem = check_device(item)
+                if problem is not None:
+                    # One bad value costs that value only; the plugin's other devices measure.
+                    self._host.record_failure(plugin, hook, TypeError(problem))
+                elif isinstance(item, Unavailable):
                     if self.settings.wants(item.kind):
                         unavailable.append(item)
                 elif isinstance(item, Device):
@@ -244,12 +257,6 @@ class Tracker:
                     elif self.settings.wants(item.kind):
                         seen.add(item.id)
                         devices.setdefault(plugin, []).append(item)
-                else:
-                    self._host.record_failure(
-                        plugin,
-                        "carbontrack_discover_devices",
-                        TypeError(f"returned {item!r}, not a Device or Unavailable"),
-                    )
         # A model estimate only stands in where nothing of its kind is measured: the host decides,
         # so plugin order can never put an estimate beside (and on top of) a measurement.
         measured = {d.kind for devs in devices.values() for d in devs if d.method != "model"}
@@ -321,9 +328,14 @@ class Tracker:
                 self._epoch_open = None
             ended = safe(self._sampler.read, "final reading")
             self._ended = ended if ended is not None else self._clock()
-            for plugin, devs in self._devices_by_plugin.items():
-                dropped = self._dropped_by_plugin.get(plugin, [])
-                self._host.call_one(plugin, "carbontrack_close_devices", devices=devs + dropped)
+            # All plugins at once, each on its own worker: a close that hangs costs one budget.
+            self._host.call_each(
+                "carbontrack_close_devices",
+                {
+                    plugin: {"devices": devs + self._dropped_by_plugin.get(plugin, [])}
+                    for plugin, devs in self._devices_by_plugin.items()
+                },
+            )
             end_wall = self._started_wall + (self._ended - self._started)
             intensity = safe(lambda: self._intensity_for(self._started_wall, end_wall), "intensity")
             if intensity is not None:
@@ -336,6 +348,7 @@ class Tracker:
             self._host.broadcast(
                 "carbontrack_report_ready", report=self._report, settings=self.settings
             )
+            self._host.close()  # the plugins' worker threads end (a stuck one when it returns)
             return self._report
 
     @property
@@ -514,6 +527,12 @@ class Tracker:
             self._warn(message)
 
     def _budget_error(self, p: Prediction) -> BudgetExceeded:
+        # The fix depends on what happens next: raising stops the run, warning carries on.
+        fix = (
+            "pass on_budget='warn' to carry on"
+            if self.settings.on_budget == "raise"
+            else "pass on_budget='raise' to stop such a run at the first prediction"
+        )
         s = self.settings
         kwh = p.energy_j * s.pue / J_PER_KWH
         parts = []
@@ -524,7 +543,7 @@ class Tracker:
         return BudgetExceeded(
             f"after {p.after_epoch} epoch(s), the predicted footprint of all {p.epochs} epochs "
             f"exceeds the budget: {'; '.join(parts)}. Raise the budget, train fewer epochs, or "
-            "pass on_budget='warn' to carry on"
+            + fix
         )
 
     def _require_running(self, what: str) -> None:
@@ -613,6 +632,14 @@ class Tracker:
         for d in devices:
             if d.dropped:
                 warnings.append(f"{d.name} ({d.backend}): {d.dropped}")
+        for t in totals:
+            if t.resets:
+                # Each reset loses its interval: the figure is a lower bound, and says so.
+                warnings.append(
+                    f"{t.device.name} ({t.device.backend}): {t.resets} counter reset(s) over "
+                    f"{t.reset_s:.3g} s counted nothing (a driver reload, or a jump no "
+                    "plausible power explains); its figure is a lower bound"
+                )
         co2 = self._weighted_co2_g(energy, now)
         return Report(
             run_id=self.run_id,
@@ -632,7 +659,7 @@ class Tracker:
             unavailable=self._unavailable,
             failures=self._host.failures,
             warnings=tuple(warnings),
-            partial=any(d.dropped for d in devices) or bool(self._unavailable),
+            partial=any(d.dropped or d.resets for d in devices) or bool(self._unavailable),
             final=final,
             command=self.command,
             carbontrack_version=__version__,
@@ -887,7 +914,8 @@ def _components(
                 energy_j=sum(d.energy_j for d in members),
                 methods=tuple(m for m in METHODS if m in used),
                 devices=len(members),
-                partial=any(d.dropped for d in members) or comp in unavailable_components,
+                partial=any(d.dropped or d.resets for d in members)
+                or comp in unavailable_components,
             )
         )
     return tuple(components)
@@ -949,6 +977,10 @@ class _Track:
         self._plugins = plugins
         self._autoload = autoload
         self._local = threading.local()
+        # Every run entered and not yet exited, in order, whatever the thread: a `with` entered
+        # in one thread and exited in another (a callback, an executor) still ends its run.
+        self._open: list[Tracker] = []
+        self._open_lock = threading.Lock()
 
     def new_tracker(self) -> Tracker:
         """A new, unstarted ``Tracker`` with these options."""
@@ -959,10 +991,24 @@ class _Track:
         stack: list[Tracker] = self._local.__dict__.setdefault("stack", [])
         tracker.start()
         stack.append(tracker)
+        with self._open_lock:
+            self._open.append(tracker)
         return tracker
 
     def __exit__(self, *exc_info: object) -> None:
-        tracker = self._local.stack.pop()
+        stack: list[Tracker] = self._local.__dict__.setdefault("stack", [])
+        with self._open_lock:
+            while stack and stack[-1] not in self._open:
+                stack.pop()  # ended by an exit in another thread
+            if stack:
+                tracker = stack.pop()
+            elif self._open:
+                # Entered in another thread: the run entered last is the one ending.
+                tracker = self._open[-1]
+            else:
+                return  # nothing entered: exiting twice is not the user's code's problem
+            if tracker in self._open:
+                self._open.remove(tracker)
         tracker.__exit__(*exc_info)
 
     def __call__(self, func: Callable[P, R]) -> Callable[P, R]:

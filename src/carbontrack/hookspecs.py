@@ -5,9 +5,28 @@ A plugin is a module or object with functions named after these hooks and decora
 ``carbontrack``. An implementation may accept any subset of a hook's arguments, by name.
 
 Broadcast hooks are called for every plugin, each call on its own: an exception raised by one
-plugin is logged, recorded as a ``PluginFailure`` in the report and never reaches the user's
-code or another plugin. ``firstresult`` hooks stop at the first implementation that returns
-something other than ``None``; one that raises is recorded and the next one is asked.
+plugin (``SystemExit`` included; only ``KeyboardInterrupt`` passes) is logged, recorded as a
+``PluginFailure`` in the report and never reaches the user's code or another plugin.
+``firstresult`` hooks stop at the first implementation that returns something other than
+``None``; one that raises, overruns or returns a value of the wrong type is recorded and the
+next one is asked.
+
+Time budgets: every call into a plugin runs on that plugin's own worker thread (one per plugin,
+so calls to one plugin never overlap and a stuck plugin blocks no other), and the caller waits
+at most the hook's budget, stated in each hook below (``carbontrack._plugins.HOOK_BUDGET_S``).
+A call that overruns is abandoned (it finishes on its daemon thread; its answer is dropped),
+recorded as a ``PluginFailure`` with one warning naming the plugin, and the plugin's later
+calls are skipped (recorded, not waited for) until that call returns. A broadcast asks all
+plugins at once and waits one budget in all; a ``firstresult`` hook asks one plugin after
+another, each for at most one budget. So one plugin stuck in one hook costs the user's code at
+most that hook's budget, once per run.
+
+Values are checked as they cross the boundary: ``Device`` fields of the right types (``id`` a
+non-empty str, ``kind`` one of carbontrack's kinds or a lower-case word of the plugin's own,
+``method`` one of ``counter``, ``power``, ``model``), readings finite, non-negative and
+plausible (at most 1e7 W, 1e18 J, a counter never above its ``wrap_j``), a ``Location`` with an
+ISO country code, an ``Intensity`` with finite figures between 0 and 5,000 g/kWh. A value that
+fails is recorded as the plugin's failure naming the value, and left out.
 """
 
 from __future__ import annotations
@@ -48,11 +67,13 @@ def carbontrack_discover_devices(settings: Settings) -> Sequence[Device | Unavai
         library), where ``fix`` is what the user types to make it readable. Return ``[]`` when
         the hardware is simply not there: never raise for that.
 
-    Called once per run at start, on the caller's thread, before training begins; slow work
-    (loading a vendor library, starting a subprocess) belongs here. Device ids must be unique
-    within the plugin. Report disjoint devices only: energy is summed across every device of
-    every plugin, so two devices covering the same watts are counted twice. A ``model`` device
-    (an estimate) is dropped by the host when a measured device of the same kind exists.
+    Called once per run at start, before training begins; slow work (loading a vendor library,
+    starting a subprocess) belongs here, within the budget of **3 s** (after it the run starts
+    without this plugin's devices). A generator is run out within the same budget. Device ids
+    must be unique within the plugin. Report disjoint devices only: energy is summed across
+    every device of every plugin, so two devices covering the same watts are counted twice. A
+    ``model`` device (an estimate) is dropped by the host when a measured device of the same
+    kind exists.
     """
 
 
@@ -66,9 +87,12 @@ def carbontrack_read_energy(devices: Sequence[Device]) -> Sequence[Reading]:
         wrap_j=<counter range or None>)`` for an energy counter, or ``Reading(device.id,
         watts=<instantaneous power>)`` for a power sensor or a model.
 
-    Called on the sampler's background thread every ``interval_s`` (shortened when a counter
-    could wrap unseen) and on the caller's thread at the start, at every epoch boundary and at
-    the end, so keep it quick (well under a millisecond per device) and never block. A device
+    Called from the sampler's background thread every ``interval_s`` (shortened when a counter
+    could wrap unseen; the first one 0.1 s after the start) and from the caller's thread at the
+    start, at every epoch boundary and at the end, so keep it quick (well under a millisecond
+    per device) and never block: the budget is **1 s**. A read that overruns fails for all the
+    plugin's devices, and the plugin is not read again until it returns, so after three
+    background intervals its devices are dropped and marked partial. A device
     missing from the result counts as a failed read; after three failures in a row it is dropped
     with one warning and the report marks coverage as partial. Counters may start anywhere: only
     differences are used. A counter that goes down is a wrap when ``wrap_j`` is given, else a
@@ -81,7 +105,7 @@ def carbontrack_close_devices(devices: Sequence[Device]) -> None:
     """Release what discovery acquired (library handles, subprocesses) for these devices.
 
     Called exactly once per run at the end, on the caller's thread, with the plugin's devices
-    (all of them, dropped ones included). Must not block for more than a second.
+    (all of them, dropped ones included). Budget: **1 s**, all plugins closed at once.
     """
 
 
@@ -92,6 +116,8 @@ def carbontrack_locate(settings: Settings) -> Location | None:
     :return: ``Location(country=<ISO 3166 alpha-2>, region=<grid zone or None>, source=<how it
         was found>)``. Stops at the first non-None result. The built-in answer reads
         ``settings.location`` (``$CARBONTRACK_LOCATION``); network look-ups must be opt-in.
+        Budget: **3 s** per plugin; anything but a ``Location`` or ``None`` is this plugin's
+        failure and the next one is asked.
     """
 
 
@@ -106,7 +132,7 @@ def carbontrack_carbon_intensity(
         ``points`` (a time series, so each part of the run is weighted by the energy drawn then)
         and ``forecast`` (future points for predictions). The shipped world average answers last
         and is marked ``is_fallback``. Called at start (``start == end``), for predictions and at
-        the end; must return within a few seconds (use short timeouts and cache).
+        the end; budget: **3 s** per plugin (use a total deadline per request, and cache).
     """
 
 
@@ -114,7 +140,7 @@ def carbontrack_carbon_intensity(
 def carbontrack_run_started(run: RunInfo, settings: Settings) -> None:
     """A run started: ``run`` lists its devices, what could not be read, and its location.
 
-    Writers open their files here. Called on the caller's thread.
+    Writers open their files here. Budget: **2 s**, all plugins at once.
     """
 
 
@@ -124,7 +150,7 @@ def carbontrack_epoch_ended(
 ) -> None:
     """An epoch ended; ``prediction`` is set when a prediction was made after this epoch.
 
-    Called on the caller's thread between epochs: keep it quick.
+    Called between epochs while the user's code waits: keep it quick. Budget: **1 s**.
     """
 
 
@@ -133,7 +159,7 @@ def carbontrack_checkpoint(report: Report, settings: Settings) -> None:
     """A periodic snapshot of the running measurement (``report.final`` is ``False``).
 
     Called from the sampler thread every ``settings.checkpoint_s``, so that a killed process
-    loses at most one checkpoint interval of data.
+    loses at most one checkpoint interval of data. Budget: **2 s**.
     """
 
 
@@ -145,7 +171,7 @@ def carbontrack_sample(sample: Sample, settings: Settings) -> None:
     one second by default), for live exporters that need fresher figures than checkpoints
     give. It must return in microseconds and never block, wait or do I/O: store the figures
     and let another thread (a scrape, a push) use them. An implementation that raises is
-    recorded and logged once, like any other.
+    recorded and logged once, like any other. Budget: **1 s** (on the sampler thread).
     """
 
 
@@ -153,5 +179,6 @@ def carbontrack_sample(sample: Sample, settings: Settings) -> None:
 def carbontrack_report_ready(report: Report, settings: Settings) -> None:
     """The run ended and its final, immutable ``report`` is ready: write it, print it, send it.
 
-    Called once per run on the caller's thread, after the devices were closed.
+    Called once per run, after the devices were closed. Budget: **2 s**, all plugins at once
+    (the report is final already: a failure here is logged, not in the report).
     """

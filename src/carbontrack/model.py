@@ -7,6 +7,7 @@ edges only. ``Report.to_dict()`` / ``Report.from_dict()`` round-trip through JSO
 from __future__ import annotations
 
 import math
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -38,6 +39,10 @@ __all__ = [
     "RunInfo",
     "Sample",
     "Unavailable",
+    "check_device",
+    "check_intensity",
+    "check_kind",
+    "check_location",
     "component_of",
 ]
 
@@ -512,6 +517,123 @@ def _methodology(r: Report) -> str:
             "observed (Anthony et al. 2020, with a Student t interval)."
         )
     return " ".join(parts)
+
+
+# -- checks of values that cross the plugin boundary --------------------------------------------
+# A plugin can return anything (attrs validators can be bypassed, a hook can return 42): the host
+# checks each value with these before it reaches the engine, and records a violation as that
+# plugin's failure instead of letting it raise in the user's code or spoil a figure.
+
+#: Device kinds carbontrack knows; a plugin may use its own word (``psu``, ``soc``...) if it is a
+#: lower-case name that is not a variant of one of these (``CPU`` would escape de-duplication).
+KNOWN_KINDS = frozenset({"cpu", "dram", "gpu", "ane", "ram", "psys"})
+_KIND_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+
+#: The highest carbon intensity any grid has come near is ~1,100 g/kWh (lignite); a figure
+#: above this is garbage, not data.
+MAX_G_PER_KWH = 5_000.0
+
+
+def _plain_str(value: object, what: str, *, empty: bool = True) -> str | None:
+    if not isinstance(value, str):
+        return f"{what}={value!r:.100} is not a str"
+    if not empty and not value:
+        return f"{what} is empty"
+    return None
+
+
+def check_device(value: object) -> str | None:
+    """Why ``value`` is not a usable ``Device`` or ``Unavailable``, or None when it is."""
+    if isinstance(value, Unavailable):
+        for field in ("backend", "kind", "reason", "fix"):
+            problem = _plain_str(getattr(value, field), f"Unavailable.{field}")
+            if problem:
+                return problem
+        return None
+    if not isinstance(value, Device):
+        return f"returned {value!r:.100}, not a Device or Unavailable"
+    problem = (
+        _plain_str(value.id, "Device.id", empty=False)
+        or _plain_str(value.name, "Device.name")
+        or _plain_str(value.backend, "Device.backend")
+        or _plain_str(value.detail, "Device.detail")
+        or check_kind(value.kind)
+    )
+    if problem:
+        return problem
+    if value.method not in METHODS:
+        return f"Device.method={value.method!r:.100} is not one of {', '.join(METHODS)}"
+    if not isinstance(value.shared, bool):
+        return f"Device.shared={value.shared!r:.100} is not a bool"
+    return None
+
+
+def check_kind(kind: object) -> str | None:
+    """Why ``kind`` is not a usable device kind, or None."""
+    if not isinstance(kind, str):
+        return f"Device.kind={kind!r:.100} is not a str"
+    if kind in KNOWN_KINDS:
+        return None
+    if kind.strip().lower() in KNOWN_KINDS:
+        return f"Device.kind={kind!r} is not a kind: write {kind.strip().lower()!r}"
+    if not _KIND_RE.fullmatch(kind):
+        return (
+            f"Device.kind={kind!r:.100} is not a kind: expected one of "
+            f"{', '.join(sorted(KNOWN_KINDS))} or a lower-case word of the plugin's own"
+        )
+    return None
+
+
+def _check_number(value: object, what: str, high: float) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"{what}={value!r:.100} is not a number"
+    if not math.isfinite(value) or value < 0 or value > high:
+        return f"{what}={value!r} is not between 0 and {high:g}"
+    return None
+
+
+def check_location(value: object) -> str | None:
+    """Why ``value`` is not a usable ``Location`` (or None), or None when it is."""
+    if value is None:
+        return None
+    if not isinstance(value, Location):
+        return f"returned {value!r:.100}, not a Location"
+    if value.country is not None and (
+        not isinstance(value.country, str) or not re.fullmatch(r"[A-Z]{2}", value.country)
+    ):
+        return f"Location.country={value.country!r:.100} is not an ISO 3166 alpha-2 code"
+    if value.region is not None and not isinstance(value.region, str):
+        return f"Location.region={value.region!r:.100} is not a str"
+    return _plain_str(value.source, "Location.source")
+
+
+def check_intensity(value: object) -> str | None:
+    """Why ``value`` is not a usable ``Intensity`` (or None), or None when it is."""
+    if value is None:
+        return None
+    if not isinstance(value, Intensity):
+        return f"returned {value!r:.100}, not an Intensity"
+    problem = _check_number(value.g_per_kwh, "Intensity.g_per_kwh", MAX_G_PER_KWH) or _plain_str(
+        value.source, "Intensity.source"
+    )
+    if problem:
+        return problem
+    for field in ("points", "forecast"):
+        points = getattr(value, field)
+        if not isinstance(points, tuple | list):
+            return f"Intensity.{field}={points!r:.100} is not a tuple of IntensityPoint"
+        for point in points:
+            if not isinstance(point, IntensityPoint):
+                return f"Intensity.{field} holds {point!r:.100}, not an IntensityPoint"
+            problem = _check_number(point.g_per_kwh, f"Intensity.{field} g_per_kwh", MAX_G_PER_KWH)
+            for ts in (point.start_ts, point.end_ts):
+                if problem is None and (
+                    isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts)
+                ):
+                    problem = f"Intensity.{field} time {ts!r:.100} is not a finite number"
+            if problem:
+                return problem
+    return None
 
 
 T = TypeVar("T")

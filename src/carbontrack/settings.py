@@ -46,6 +46,10 @@ MAX_INTERVAL_S = 3600.0
 #: Longest interval between checkpoints of the run log: a killed run loses at most this much.
 MAX_CHECKPOINT_S = 86400.0
 
+#: Longest wait of rank 0 for the other ranks at the end of a job: a wait of 1e12 s overflows
+#: the timer (OverflowError at the end of the run), and an hour is past any straggler.
+MAX_JOB_WAIT_S = 3600.0
+
 #: ``file_mode`` values (see ``carbontrack._files``): who may read the files carbontrack writes.
 FILE_MODES = ("private", "shared")
 
@@ -471,8 +475,12 @@ class Settings:
     )
     node_name: str | None = attrs.field(default=None, validator=_check_node_name)
     job_wait_s: float = attrs.field(
-        default=DEFAULT_JOB_WAIT_S, validator=_number("job_wait_s", minimum=0, strict=False)
+        default=DEFAULT_JOB_WAIT_S,
+        validator=_number("job_wait_s", minimum=0, strict=False, maximum=MAX_JOB_WAIT_S),
     )
+    #: Where each option not passed explicitly came from (``{"pue": "CARBONTRACK_PUE"}``), so
+    #: that the summary can say it: no setting changes a result silently.
+    option_sources: Mapping[str, str] = attrs.field(factory=dict, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if self.log_dir is not None:
@@ -548,7 +556,7 @@ def _exporter_defaults(options: dict[str, Any]) -> None:
             options[name] = env
 
 
-def _default_file_mode() -> str:
+def default_file_mode() -> str:
     """``$CARBONTRACK_FILE_MODE``, else ``file_mode`` in the config file, else ``private``."""
     from carbontrack import _files
 
@@ -569,10 +577,112 @@ def _default_file_mode() -> str:
     return str(value)
 
 
+def _text_number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError("expected a number") from None
+
+
+def _text_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected true or false (1/0, yes/no, on/off)")
+
+
+def _text_pue(text: str) -> float | str:
+    # A number, or a preset name that the converter turns into its figure (and validates).
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+#: The options of ``track()`` that make sense for a whole program or command, each also read
+#: from ``$CARBONTRACK_<NAME>`` and from ``<name>`` in the config file (``$CARBONTRACK_CONFIG``,
+#: else ``<home>/config.toml``), in that order, when not passed; ``carbontrack run`` has an
+#: option for each. Values go through the same converters and validators as the options; an
+#: error names the variable or the file. (``location`` has its own rules: its config-file
+#: value answers after plugins, see ``intensity._location``; ``file_mode`` and the exporter
+#: options are read by their own code above.)
+FROM_ENVIRONMENT: dict[str, Callable[[str], Any]] = {
+    "interval_s": _text_number,
+    "checkpoint_s": _text_number,
+    "components": str,
+    "intensity_g_per_kwh": _text_number,
+    "pue": _text_pue,
+    "gpu_ids": str,
+    "devices_by_pid": _text_bool,
+    "attribution": str,
+    "cpu_tdp_w": _text_number,
+    "rapl_psys": _text_bool,
+    "log_dir": str,
+    "write_log": _text_bool,
+    "log_file_prefix": str,
+    "geolocate": _text_bool,
+}
+
+
+def env_name(option: str) -> str:
+    """The environment variable of ``option``: ``cpu_tdp_w`` -> ``CARBONTRACK_CPU_TDP_W``."""
+    return f"CARBONTRACK_{option.upper()}"
+
+
+def _check_one(option: str, value: Any, origin: str) -> Any:
+    """``value`` through ``option``'s own converter and validator; an error names ``origin``
+    (the environment variable, or ``"<option> in <config file>"``) instead of the option."""
+    try:
+        return getattr(Settings(**{option: value}), option)
+    except (InvalidOption, TypeError, ValueError) as exc:
+        text = str(exc)
+        if origin.startswith("CARBONTRACK_") and text.startswith(f"{option}="):
+            text = origin + text.removeprefix(option)  # CARBONTRACK_PUE=0.5 is not valid: ...
+        else:
+            text = f"{origin}: {text}"
+        raise InvalidOption(text) from None
+
+
+def _defaults_from_environment(options: dict[str, Any]) -> dict[str, str]:
+    """Fill options not passed from the environment, then the config file; return the sources."""
+    sources: dict[str, str] = {}
+    config: dict[str, Any] | None = None
+    for option, parse in FROM_ENVIRONMENT.items():
+        if options.get(option) is not None:
+            continue
+        name = env_name(option)
+        text = os.environ.get(name, "").strip()
+        if text:
+            try:
+                value = parse(text)
+            except ValueError as exc:
+                raise InvalidOption(f"{name}={text!r} is not valid: {exc}") from None
+            options[option] = _check_one(option, value, name)
+            sources[option] = name
+            continue
+        if config is None:
+            from carbontrack import _files
+
+            config = _files.read_config() if option != "geolocate" else {}
+        if option == "geolocate":
+            continue  # the config file's `geolocate` is read where geolocation is asked for
+        if option in config:
+            from carbontrack import _files
+
+            where = f"{option} in {_files.config_path()}"
+            value = config[option]
+            options[option] = _check_one(option, value, where)
+            sources[option] = f"config file {_files.config_path()}"
+    return sources
+
+
 def make_settings(**options: Any) -> Settings:
     """Validate ``options`` and return ``Settings``; unknown names raise ``TypeError``.
 
-    ``location`` defaults to ``$CARBONTRACK_LOCATION`` when not given.
+    ``location`` defaults to ``$CARBONTRACK_LOCATION`` when not given; the options in
+    ``FROM_ENVIRONMENT`` to ``$CARBONTRACK_<NAME>``, else to the config file's ``<name>``.
     """
     unknown = sorted(set(options) - _FIELD_NAMES)
     if unknown:
@@ -582,12 +692,15 @@ def make_settings(**options: Any) -> Settings:
         )
     given = {k for k, v in options.items() if v is not None}
     if options.get("file_mode") is None:
-        options["file_mode"] = _default_file_mode()
+        options["file_mode"] = default_file_mode()
     if options.get("location") is None:
         env = os.environ.get("CARBONTRACK_LOCATION", "").strip()
         if env:
             options["location"] = env
     _exporter_defaults(options)
+    sources = _defaults_from_environment(options)
+    if sources:
+        options["option_sources"] = sources
     settings = Settings(**options)
     if settings.location is not None:
         # An unknown code is a typo to report now, with close matches, not at the start of a

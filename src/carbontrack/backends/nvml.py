@@ -299,15 +299,15 @@ class _Watch:
         listed: dict[int, set[int]] = {}
         for k, late in enumerate(pending):
             found = _gpu_pids(nvml, late.gpu)
-            if found is None:
-                # The binding and driver share no process call: we can never tell. Counting
-                # nothing would report 0 J for a GPU the job may use; count every GPU.
+            if isinstance(found, str):
+                # We cannot tell who uses the GPU. Counting nothing would report 0 J for a GPU
+                # the job may use; count every watched GPU instead.
                 logger.warning(
                     "carbontrack: devices_by_pid cannot list the processes on GPU %d: %s. "
                     "Measuring all %d watched GPUs instead: energy counters from the start, "
                     "power-only GPUs from now",
                     late.gpu.smi_index,
-                    _no_process_call(nvml),
+                    found,
                     len(self.gpus),
                 )
                 self._count_all(pending)
@@ -538,13 +538,13 @@ _PROCESS_CALLS = (
 )
 
 
-def _compute_pids(nvml: Any, handle: Any) -> list[int] | None:
-    """PIDs computing on ``handle``; ``None`` when no process call works with this driver.
+def _compute_pids(nvml: Any, handle: Any) -> list[int] | str:
+    """PIDs computing on ``handle``, or why they cannot be listed (with the fix).
 
     nvidia-ml-py 13.x raises ``NVMLLibraryMismatchError`` (not an ``NVMLError``) from the
     unversioned call on a driver without ``_v3``; 12.535 raises ``NVMLError_FunctionNotFound``
-    and has no ``_v2`` to fall back to. Either way the next call is tried, and only when none
-    is left is the list unknown (never an empty list: that would read as "not used").
+    and has no ``_v2`` to fall back to. Either way the next call is tried. A list that cannot
+    be had is never an empty list: that would read as "not used" and report 0 J.
     """
     mismatch = getattr(nvml, "NVMLLibraryMismatchError", ())
     for name in _PROCESS_CALLS:
@@ -558,19 +558,24 @@ def _compute_pids(nvml: Any, handle: Any) -> list[int] | None:
         except nvml.NVMLError as exc:
             if getattr(exc, "value", None) == _FUNCTION_NOT_FOUND:
                 continue
-            logger.debug("cannot list processes on a GPU: %s", _describe_error(exc))
-            return []
+            return (
+                f"{name} failed ({_describe_error(exc)}); fix: check that `nvidia-smi` lists "
+                "the GPU's processes for this user, or pass gpu_ids to name the GPUs"
+            )
         return [int(p.pid) for p in procs]
-    return None
+    return _no_process_call(nvml)
 
 
-def _gpu_pids(nvml: Any, gpu: _Gpu) -> set[int] | None:
+def _gpu_pids(nvml: Any, gpu: _Gpu) -> set[int] | str:
+    """The PIDs on a GPU and its MIG instances, or why they cannot be listed."""
     pids = _compute_pids(nvml, gpu.handle)
-    if pids is None:
-        return None
+    if isinstance(pids, str):
+        return pids
     found = set(pids)
     for mig in gpu.mig_handles:
-        found.update(_compute_pids(nvml, mig) or ())
+        listed = _compute_pids(nvml, mig)
+        if not isinstance(listed, str):  # the parent's list holds them anyway
+            found.update(listed)
     return found
 
 
@@ -605,15 +610,10 @@ def _by_process(
     chosen: list[_Gpu] = []
     for gpu in _pci_order(gpus):
         pids = _gpu_pids(nvml, gpu)
-        if pids is None:
+        if isinstance(pids, str):
             # Unknown is not "unused": treated like the container case, every visible GPU is
             # measured and the warning says how to fix it.
-            return (
-                [],
-                f"NVML cannot list the processes on GPU {gpu.smi_index}: "
-                + (_no_process_call(nvml)),
-                True,
-            )
+            return [], f"NVML cannot list the processes on GPU {gpu.smi_index}: {pids}", True
         seen |= pids
         if pids & ours:
             chosen.append(gpu)

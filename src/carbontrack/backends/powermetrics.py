@@ -60,7 +60,7 @@ KILL_WAIT_S = 0.3
 #: within milliseconds), not for the first sample, which comes a whole interval after the start:
 #: entering ``track()`` stays well under 0.3 s. A later exit fails the reads with the same
 #: reason and fix.
-START_WAIT_S = 0.15
+START_WAIT_S = 0.1
 _START_POLL_S = 0.005
 #: A process that sends nothing for this many intervals (and at least ``MIN_STALE_S``) is hung:
 #: its devices get failed reads, so the sampler drops them and the report says so.

@@ -247,7 +247,7 @@ def _counts_whole_joules(zone: Zone) -> bool:
 def _wrap_j(zone: Zone) -> float | None:
     path = zone.path / "max_energy_range_uj"
     try:
-        return _read_counter_uj(path) / 1e6
+        range_uj = _read_counter_uj(path)
     except (OSError, ValueError) as exc:
         # Without the range a wrap looks like a reset: that interval is lost, nothing worse.
         logger.warning(
@@ -257,6 +257,17 @@ def _wrap_j(zone: Zone) -> float | None:
             zone.name,
         )
         return None
+    if range_uj <= 0:
+        # Seen on some firmware: a zero range would make every wrap "plausible" (or none).
+        logger.warning(
+            "carbontrack: %s reads %d, not a counter range; a wrap of %s will count as a reset "
+            "(that interval measures nothing)",
+            path,
+            range_uj,
+            zone.name,
+        )
+        return None
+    return range_uj / 1e6
 
 
 def permission_fix(files: Sequence[Path | str]) -> str:
@@ -302,6 +313,8 @@ def carbontrack_discover_devices(settings: Settings) -> list[Device | Unavailabl
         detail = f"{item.zone.zone_id} ({item.zone.path})"
         if wrap_j is not None:
             detail += f", wraps every {wrap_j:,.0f} J"
+        else:
+            detail += ", no usable max_energy_range_uj: a wrap counts as a reset"
         if _counts_whole_joules(item.zone):
             detail += (
                 "; counts in whole joules (1 J units, as psys on Sapphire/Emerald Rapids): a "
@@ -355,5 +368,15 @@ def carbontrack_read_energy(devices: Sequence[Device]) -> list[Reading]:
         except ValueError as exc:
             readings.append(Reading(device.id, error=str(exc)))
         else:
+            if counter.wrap_j is not None and uj / 1e6 > counter.wrap_j:
+                # The kernel wraps energy_uj at max_energy_range_uj: a larger value is garbage.
+                readings.append(
+                    Reading(
+                        device.id,
+                        error=f"{path} reads {uj}, above max_energy_range_uj "
+                        f"({counter.wrap_j * 1e6:.0f})",
+                    )
+                )
+                continue
             readings.append(Reading(device.id, joules=uj / 1e6, wrap_j=counter.wrap_j))
     return readings

@@ -60,11 +60,18 @@ class BackendView:
     unavailable: tuple[Unavailable, ...] = ()
     failures: tuple[str, ...] = ()
     blocked: bool = False
+    #: The plugin could not be loaded: why (its other fields are empty).
+    error: str | None = None
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Add ``devices``' options to ``p``."""
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 when a plugin cannot be loaded (by default it is listed with its error)",
+    )
     p.add_argument(
         "--window",
         type=float,
@@ -107,10 +114,12 @@ def inspect_devices(
 
     Raises ``PluginLoadError`` when a plugin cannot be loaded.
     """
-    from carbontrack._plugins import PluginHost, blocked_plugins, make_plugin_manager
+    from carbontrack._plugins import PluginHost, PluginInfo, blocked_plugins, make_plugin_manager
     from carbontrack.settings import COMPONENTS, make_settings
 
-    pm = make_plugin_manager(extra_plugins=extra_plugins)
+    # One plugin that cannot be imported is listed with its error; the others are inspected.
+    broken: list[PluginInfo] = []
+    pm = make_plugin_manager(extra_plugins=extra_plugins, broken=broken)
     host = PluginHost(pm)
     # Every kind, the optional RAM model included: this command shows what *could* be measured.
     # Backends that sample (powermetrics) take ten samples per window: a sample more or less
@@ -161,7 +170,11 @@ def inspect_devices(
             used = d.method != "model" or d.kind not in measured
             note = "" if used else f"not used: {d.kind} is measured by another backend"
             if used and not default.wants(d.kind):
-                note = f"used only with --components including {component_of(d.kind)}"
+                # Not measured by a run with the default components: not "used".
+                used = False
+                note = (
+                    f"not used by default: only with --components including {component_of(d.kind)}"
+                )
             device_views.append(
                 DeviceView(
                     id=d.id,
@@ -184,6 +197,8 @@ def inspect_devices(
                 failures=tuple(failures.get(name, ())),
             )
         )
+    for info in broken:
+        views.append(BackendView(name=info.name, error=info.error))
     # A blocked plugin is never loaded, so whether it is a backend is unknown: list them all.
     for name in sorted(blocked_plugins()):
         if name not in backends:
@@ -206,6 +221,10 @@ def format_text(views: Sequence[BackendView], window_s: float, width: int = 100)
             lines.append(
                 f"{v.name}: disabled by CARBONTRACK_DISABLE_PLUGINS (remove it there to use it)"
             )
+            continue
+        if v.error is not None:
+            lines.append(f"{v.name}: BROKEN, not loaded")
+            lines.append(_wrap(f"error: {v.error}", 2, width))
             continue
         if v.devices:
             lines.append(f"{v.name}: {len(v.devices)} device(s)")
@@ -257,7 +276,8 @@ def to_json(views: Sequence[BackendView], window_s: float) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print what can be measured here; 1 when a plugin cannot be loaded, else 0."""
+    """Print what can be measured here: 0, or 1 with ``--strict`` when a plugin cannot be
+    loaded (it is listed with its error either way)."""
     from carbontrack.errors import PluginLoadError
 
     window = args.window
@@ -281,4 +301,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         width = min(shutil.get_terminal_size((100, 24)).columns, 100)
         print(format_text(views, window, max(width, 60)))
-    return 0
+    broken = [v.name for v in views if v.error is not None]
+    for name in broken:
+        print(f"carbontrack: plugin {name!r} cannot be loaded (listed above)", file=sys.stderr)
+    return 1 if broken and args.strict else 0

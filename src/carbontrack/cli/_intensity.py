@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
             f"{min(values):.0f}-{max(values):.0f} g/kWh, lowest from {_when(lowest.start_ts)}"
         )
     else:
-        lines.append("forecast:   none (live providers with forecasts: see the README)")
+        lines.append("forecast:   none (live providers with forecasts: see docs/intensity.md)")
     lines.append(f"data:       {attribution()}")
     print("\n".join(lines))
     return 0

@@ -297,6 +297,11 @@ def _summary_from_epochs(
     pue = options.get("pue") if isinstance(options, Mapping) else None
     pue = float(pue) if isinstance(pue, int | float) and not isinstance(pue, bool) else 1.0
     started = run.get("started_at")
+    # The epochs carry no methods: the header's devices say whether any energy was modelled.
+    devices = run.get("devices")
+    estimated = isinstance(devices, list) and any(
+        isinstance(d, Mapping) and d.get("method") == "model" for d in devices
+    )
     return RunSummary(
         path=str(path),
         tool="carbontrack",
@@ -309,6 +314,7 @@ def _summary_from_epochs(
         epochs=counted,
         epochs_planned=run.get("epochs") if isinstance(run.get("epochs"), int) else None,
         complete=False,
+        estimated=estimated,
         note=f"no report or checkpoint (killed?): sum of {counted} epoch line(s)",
     )
 
@@ -795,11 +801,18 @@ def usage_error(err: TextIO, message: str) -> int:
 
 
 def _write_output(target: str, text: str) -> None:
-    # Written next to the target and renamed: a reader never sees half a page.
-    path = Path(target).expanduser()
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    # Written next to the target and renamed: a reader never sees half a page. The runs it
+    # lists say where and what ran: the logs' file mode ($CARBONTRACK_FILE_MODE, the config
+    # file's file_mode, else private) holds for it too.
+    from carbontrack import _files
+    from carbontrack.errors import InvalidOption
+    from carbontrack.settings import default_file_mode
+
+    try:
+        mode = default_file_mode()
+    except InvalidOption:  # a broken setting never costs the report: private is the safe side
+        mode = "private"
+    _files.write_bytes(Path(target).expanduser(), text.encode("utf-8"), mode)
 
 
 def check_output(target: str | None, err: TextIO) -> bool:

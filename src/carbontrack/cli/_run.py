@@ -114,7 +114,54 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         help="push the metrics to the Pushgateway at URL after each epoch and at the end "
         "(default $CARBONTRACK_PROMETHEUS_PUSH)",
     )
+    p.add_argument(
+        "--cpu-tdp-w",
+        type=float,
+        metavar="W",
+        help="rated power of all the machine's CPUs together, for the CPU estimate when no "
+        "counter can be read (in a VM: your share)",
+    )
+    p.add_argument(
+        "--rapl-psys",
+        action="store_true",
+        default=None,
+        help="measure the whole SoC with RAPL's psys domain instead of package + DRAM",
+    )
+    p.add_argument(
+        "--geolocate",
+        action="store_true",
+        default=None,
+        help="find the country from the public IP address when no location is set (asks a "
+        "third party)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        type=float,
+        metavar="S",
+        help="seconds between checkpoints in the run log (default 60; the first after 5 s)",
+    )
     p.add_argument("--log-dir", metavar="DIR", help="where the run log goes")
+    p.add_argument(
+        "--log-file-prefix", metavar="TEXT", help="put TEXT before the run log's file name"
+    )
+    p.add_argument(
+        "--job-id",
+        metavar="ID",
+        help="the job this task belongs to, shared by all its tasks (default: from srun, "
+        "mpirun or torchrun; see docs/clusters.md)",
+    )
+    p.add_argument(
+        "--no-distributed",
+        action="store_true",
+        help="measure this task alone even under srun/mpirun (each task then counts the "
+        "whole node)",
+    )
+    p.add_argument(
+        "--job-wait",
+        type=float,
+        metavar="S",
+        help="how long rank 0 waits for the other tasks' figures at the end (default 2)",
+    )
     p.add_argument("--no-log", action="store_true", help="write no run log")
     p.add_argument(
         "--file-mode",
@@ -147,6 +194,11 @@ _OPTION_OF = {
     "gpu_ids": "--gpu-ids",
     "attribution": "--attribution",
     "log_dir": "--log-dir",
+    "cpu_tdp_w": "--cpu-tdp-w",
+    "checkpoint_s": "--checkpoint",
+    "log_file_prefix": "--log-file-prefix",
+    "job_id": "--job-id",
+    "job_wait_s": "--job-wait",
     "file_mode": "--file-mode",
     "prometheus": "--prometheus",
     "prometheus_push": "--prometheus-push",
@@ -174,6 +226,13 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         ("gpu_ids", "gpu_ids"),
         ("attribution", "attribution"),
         ("log_dir", "log_dir"),
+        ("cpu_tdp_w", "cpu_tdp_w"),
+        ("rapl_psys", "rapl_psys"),
+        ("geolocate", "geolocate"),
+        ("checkpoint", "checkpoint_s"),
+        ("log_file_prefix", "log_file_prefix"),
+        ("job_id", "job_id"),
+        ("job_wait", "job_wait_s"),
         ("file_mode", "file_mode"),
         ("prometheus", "prometheus"),
         ("prometheus_push", "prometheus_push"),
@@ -191,9 +250,17 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         options["devices_by_pid"] = True
     if getattr(args, "no_log", False):
         options["write_log"] = False
+    if getattr(args, "no_distributed", False):
+        options["distributed"] = False
     # -v and -vv (debug logging) both ask track() for its most detailed summary (verbose=2).
     options["verbose"] = min(args.verbosity, 2)
-    return make_settings(**options)
+    settings = make_settings(**options)
+    # Under srun/mpirun each task is one rank of a job: a contradictory launcher environment
+    # is found now, before the command runs, not as a warning once it has.
+    from carbontrack._tracker import _resolve_job
+
+    _resolve_job(settings)
+    return settings
 
 
 # -- finding the command ---------------------------------------------------------------------
@@ -255,20 +322,19 @@ def _prctl() -> Callable[..., int] | None:
 PR_SET_PDEATHSIG = 1
 
 
-def _foreground_tty() -> int | None:
-    """A descriptor of our controlling terminal when our process group is its foreground
-    group (we were started from an interactive shell), else ``None``."""
+def _controlling_tty() -> int | None:
+    """A descriptor of our controlling terminal, or ``None`` without one (CI, nohup, setsid)."""
     try:
-        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+        return os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError:
         return None
+
+
+def _is_foreground(fd: int, pgid: int) -> bool:
     try:
-        if os.tcgetpgrp(fd) == os.getpgrp():
-            return fd
+        return os.tcgetpgrp(fd) == pgid
     except OSError:
-        pass
-    os.close(fd)
-    return None
+        return False
 
 
 def _set_foreground(fd: int, pgid: int) -> bool:
@@ -323,7 +389,9 @@ class _Child:
             self.own_group = os.getpgid(pid) == pid
         except OSError:
             self.own_group = False
-        self._tty = _foreground_tty() if self.own_group else None
+        # Job control needs the terminal: who is in its foreground, and stopping with the
+        # command (a background carbontrack whose command stops on terminal input too).
+        self._tty = _controlling_tty() if self.own_group else None
 
     def _in_child(self, gate_r: int, err_w: int) -> None:  # pragma: no cover - child only
         code = 0
@@ -359,8 +427,8 @@ class _Child:
 
     def release(self) -> int | None:
         """Let the child exec; return the errno of a failed exec, or ``None`` when it ran."""
-        if self._tty is not None and not _set_foreground(self._tty, self.pid):
-            self._close_tty()
+        if self._tty is not None and _is_foreground(self._tty, os.getpgrp()):
+            _set_foreground(self._tty, self.pid)  # the command gets the keyboard, as if alone
         try:
             os.write(self._gate_w, b"g")
         except OSError:
@@ -425,17 +493,19 @@ class _Child:
         # gets the terminal; on `fg` (or `bg`) carry on and continue the command.
         if self._tty is None:
             return  # no job control here (a debugger, a supervisor): keep waiting
-        _set_foreground(self._tty, os.getpgrp())
+        if _is_foreground(self._tty, self.pid):
+            _set_foreground(self._tty, os.getpgrp())
         os.kill(os.getpid(), signal.SIGSTOP)
-        with contextlib.suppress(OSError):
-            if os.tcgetpgrp(self._tty) == os.getpgrp():  # `fg`, not `bg`
-                _set_foreground(self._tty, self.pid)
+        # Continued: by `fg` (the terminal is ours again: hand it on) or by `bg`.
+        if _is_foreground(self._tty, os.getpgrp()):
+            _set_foreground(self._tty, self.pid)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGCONT)
 
     def _take_terminal_back(self) -> None:
         if self._tty is not None:
-            _set_foreground(self._tty, os.getpgrp())
+            if _is_foreground(self._tty, self.pid):
+                _set_foreground(self._tty, os.getpgrp())
             self._close_tty()
 
     def _close_tty(self) -> None:

@@ -302,19 +302,34 @@ def _cut(sock: socket.socket) -> None:
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
-def _opener(exchange: _Exchange) -> Any:
+#: The exchange of the request running in this thread (each request has its worker thread),
+#: so that one opener, built once, reports each connection's socket to the right exchange.
+_CURRENT = threading.local()
+_OPENER: list[Any] = []
+
+
+def _opener() -> Any:
+    """The opener, built on first use (``build_opener`` costs about a millisecond) and then
+    shared, as urllib's own ``urlopen`` shares its default one."""
+    if _OPENER:
+        return _OPENER[0]
     import http.client
     import urllib.request
+
+    def track(sock: Any) -> None:
+        exchange = getattr(_CURRENT, "exchange", None)
+        if exchange is not None:
+            exchange.add(sock)
 
     class Tracked(http.client.HTTPConnection):
         def connect(self) -> None:
             super().connect()
-            exchange.add(self.sock)
+            track(self.sock)
 
     class TrackedTLS(http.client.HTTPSConnection):
         def connect(self) -> None:
             super().connect()
-            exchange.add(self.sock)
+            track(self.sock)
 
     class HTTP(urllib.request.HTTPHandler):
         def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
@@ -330,8 +345,10 @@ def _opener(exchange: _Exchange) -> Any:
         def redirect_request(self, *args: Any, **kwargs: Any) -> None:
             return None
 
-    # The proxy handler (from $https_proxy and friends) stays: clusters often need one.
-    return urllib.request.build_opener(HTTP, HTTPS, NoRedirect)
+    # The proxy handler (from $https_proxy and friends, read once, as urlopen does) stays:
+    # clusters often need one.
+    _OPENER.append(urllib.request.build_opener(HTTP, HTTPS, NoRedirect))
+    return _OPENER[0]
 
 
 def _same_origin(old: str, new: str) -> bool:
@@ -400,7 +417,8 @@ def _attempt(
     import urllib.parse
     import urllib.request
 
-    opener = _opener(exchange)
+    opener = _opener()
+    _CURRENT.exchange = exchange
     for _hop in range(MAX_REDIRECTS + 1):
         request = urllib.request.Request(url, headers=headers)
         try:

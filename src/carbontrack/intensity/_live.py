@@ -22,6 +22,7 @@ import datetime as dt
 import json
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
@@ -67,9 +68,16 @@ def _plausible(value: float) -> bool:
     return math.isfinite(value) and 0.0 <= value <= MAX_G_PER_KWH
 
 
+#: Values dropped during the question being answered in this thread, for the answer's note.
+_DROPPED = threading.local()
+
+
 def _warn_bad(bad: Sequence[float], title: str, what: str) -> None:
     if bad:
         shown = ", ".join(f"{v:g}" for v in bad[:3]) + (", ..." if len(bad) > 3 else "")
+        told = getattr(_DROPPED, "notes", None)
+        if told is not None:
+            told.append(f"{len(bad)} unusable value(s) in its {what} ignored ({shown})")
         logger.warning(
             "carbontrack: %s sent %d unusable carbon intensity value(s) in its %s, not numbers "
             "from 0 to %g g/kWh (%s); ignored",
@@ -235,6 +243,7 @@ class _LiveProvider:
         )
         if self._given_up is not None:
             return self._fallback(self._given_up, call)
+        _DROPPED.notes = []
         try:
             try:
                 found = self._fetch(call)
@@ -244,6 +253,12 @@ class _LiveProvider:
             if exc.final:
                 self._given_up = str(exc)
             return self._fallback(str(exc), call)
+        finally:
+            dropped, _DROPPED.notes = _DROPPED.notes, None
+        if dropped:
+            # Said in the report too, not only on stderr: the figure rests on fewer points.
+            said = f"{self.title}: " + "; ".join(dropped)
+            found = attrs.evolve(found, note=f"{found.note}; {said}" if found.note else said)
         if call.is_future:
             inside = window_points(found.forecast, call.start, call.end)
             if inside:

@@ -6,10 +6,9 @@ marked ``is_fallback`` and says why it was used and how to set the location.
 
 from __future__ import annotations
 
-import threading
-
 import attrs
 
+from carbontrack._lookup import lookup_state
 from carbontrack.hookspecs import hookimpl
 from carbontrack.intensity._table import load_meta, load_table
 from carbontrack.model import Intensity, Location
@@ -34,21 +33,20 @@ HOW_TO_SET = "Set it with track(location='DK'), CARBONTRACK_LOCATION=DK or --loc
 
 
 # Why the live providers asked before this answer gave none, for its note (so the report says
-# it, not only the log). One look-up runs in one thread; whoever answers takes the list.
-_failures = threading.local()
+# it, not only the log). The plugin host calls each provider on its own worker thread, in a copy
+# of one context per look-up: the notes live in that look-up's shared state.
 
 
 def provider_failed(note: str) -> None:
     """Record that a live provider gave nothing in the current look-up, and why."""
-    pending: list[str] = getattr(_failures, "notes", [])
+    pending: list[str] = lookup_state().setdefault("failed_providers", [])
     if note not in pending:
-        _failures.notes = [*pending, note]
+        pending.append(note)
 
 
 def take_failures() -> list[str]:
     """The failures recorded in the current look-up, now cleared."""
-    pending: list[str] = getattr(_failures, "notes", [])
-    _failures.notes = []
+    pending: list[str] = lookup_state().pop("failed_providers", [])
     return pending
 
 

@@ -1,7 +1,7 @@
 """Local HTTP servers that answer like the carbon-intensity and geolocation APIs.
 
 Each fake listens on ``127.0.0.1`` (a free port) in a daemon thread, serves the response shapes
-of the real API (see the README's "Carbon intensity and location"), records every request, and
+of the real API (see docs/intensity.md, "Live providers"), records every request, and
 reproduces its errors on demand: ``server.fail("401")``, ``"403"``, ``"429"``, ``"500"``,
 ``"malformed"`` (truncated JSON), ``"dropped"`` (the connection closes mid-answer, before the
 announced length), ``"timeout"`` (answers after ``hang_s``), ``"null"`` (a missing value), each

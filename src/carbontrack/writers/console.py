@@ -6,9 +6,11 @@ Silenced with ``verbose=0``. Every figure says whether it was measured or estima
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import textwrap
 import time
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from typing import TextIO
 
 from carbontrack.equivalents import format_equivalents
@@ -64,13 +66,21 @@ def _utc(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
 
 
-def format_prediction(p: Prediction, pue: float = 1.0, *, equivalents: bool = True) -> str:
+def format_prediction(
+    p: Prediction, pue: float = 1.0, *, equivalents: bool = True, methods: tuple[str, ...] = ()
+) -> str:
     """The prediction block printed after an epoch: time, energy, CO2eq with its interval,
     the intensity used, equivalents (unless ``equivalents=False``) and, with a forecast, the
-    cleanest start time."""
+    cleanest start time. ``methods`` (of the devices measured) labels a prediction made from
+    modelled energy as the estimate it is, as the summary labels the actual figures."""
+    label = ""
+    if methods == ("model",):
+        label = " (ESTIMATED: from modelled energy, not a measurement)"
+    elif "model" in methods:
+        label = " (partly ESTIMATED: some energy is modelled)"
     lines = [
-        f"carbontrack: predicted for all {p.epochs} epochs (after {p.after_epoch}; mean of "
-        f"{p.epochs_in_mean} epoch(s)):",
+        f"carbontrack: predicted{label} for all {p.epochs} epochs (after {p.after_epoch}; "
+        f"mean of {_count(p.epochs_in_mean, 'epoch')}):",
     ]
     ranged = p.level is not None
     if ranged and p.duration_s_low is not None and p.duration_s_high is not None:
@@ -124,11 +134,15 @@ def format_report(
     log_path: str | None = None,
     *,
     equivalents: bool = True,
+    brief: Container[str] = (),
+    sources: Mapping[str, str] | None = None,
 ) -> str:
     """The final summary: totals, each component with its method, intensity and what to fix.
 
     Each estimate (``method="model"``) is printed once with its device's ``detail`` (how it was
-    modelled, and why nothing was measured when no ``Unavailable`` says so).
+    modelled, and why nothing was measured when no ``Unavailable`` says so); a detail in
+    ``brief`` (already shown on this machine) is replaced by where to read it. ``sources``
+    names the options that came from the environment or the config file.
     """
     head = "carbontrack: actual" if report.final else "carbontrack: so far"
     if not report.devices:
@@ -155,7 +169,13 @@ def format_report(
         lines.append("  no device measured: energy unknown (run `carbontrack devices`)")
     for d in report.devices:
         if d.method == "model":
-            lines.append(f"  ESTIMATE {d.name}: " + (d.detail or "modelled, not measured"))
+            if d.detail and d.detail in brief:
+                lines.append(
+                    f"  ESTIMATE {d.name}: modelled, not measured (how, and the fix: "
+                    "`carbontrack devices`, or -v)"
+                )
+            else:
+                lines.append(f"  ESTIMATE {d.name}: " + (d.detail or "modelled, not measured"))
         if d.shared:
             # A MIG slice's GPU (or other shared hardware) is counted whole: say so, not silently.
             lines.append(
@@ -182,9 +202,16 @@ def format_report(
         lines.append(f"  note: {w}")
     for f in report.failures:
         lines.append(f"  plugin {f.plugin} failed in {f.hook} ({f.count}x): {f.error}")
+    if sources:
+        given = ", ".join(f"{option} ({where})" for option, where in sorted(sources.items()))
+        lines.append(f"  options set outside the command line: {given}")
     if log_path:
         lines.append(f"  run log: {log_path}")
     return "\n".join(lines)
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def command_status(command: Command) -> str:
@@ -210,9 +237,11 @@ def _command_text(command: Command) -> str:
 def _prediction_check(p: Prediction, report: Report) -> str:
     # Epochs only: the prediction covers the epochs, the total also covers what ran between them.
     epochs_g = sum(e.co2eq_g for e in report.epochs)
+    # Modelled energy was not measured: say what it is.
+    how = "measured drew" if not report.estimated else "drew (ESTIMATED)"
     text = (
         f"  predicted after epoch {p.after_epoch}: {format_co2(p.co2eq_g)} for {p.epochs} "
-        f"epochs; the {len(report.epochs)} epochs measured drew {format_co2(epochs_g)}"
+        f"epochs; the {_count(len(report.epochs), 'epoch')} {how} {format_co2(epochs_g)}"
     )
     if len(report.epochs) != p.epochs:
         text += " (the run did not complete the epochs predicted)"
@@ -250,7 +279,7 @@ class ConsoleWriter:
 
     def _print(self, text: str) -> None:
         stream = self._stream if self._stream is not None else sys.stderr
-        print(text, file=stream, flush=True)
+        print(wrap_for(stream, text), file=stream, flush=True)
 
     @hookimpl
     def carbontrack_run_started(self, run: RunInfo, settings: Settings) -> None:
@@ -275,7 +304,14 @@ class ConsoleWriter:
             return
         self._printed_at[run.run_id] = now
         self._print(
-            format_prediction(prediction, settings.pue, equivalents=show_equivalents(settings))
+            format_prediction(
+                prediction,
+                settings.pue,
+                equivalents=show_equivalents(settings),
+                methods=tuple(
+                    m for m in ("counter", "power", "model") if m in {d.method for d in run.devices}
+                ),
+            )
         )
 
     @hookimpl
@@ -289,4 +325,74 @@ class ConsoleWriter:
             path = run_log_path(settings, report.run_id, report.started_at)
             # A log that could not be written (the failure is listed) is not pointed to.
             log = str(path) if path.is_file() else None
-        self._print(format_report(report, log, equivalents=show_equivalents(settings)))
+        details = [d.detail for d in report.devices if d.method == "model" and d.detail]
+        brief = set() if settings.verbose >= 2 else _shown_before(details, settings)
+        self._print(
+            format_report(
+                report,
+                log,
+                equivalents=show_equivalents(settings),
+                brief=brief,
+                sources=settings.option_sources,
+            )
+        )
+
+
+def wrap_for(stream: TextIO, text: str) -> str:
+    """``text`` wrapped to the width of the terminal ``stream`` is (each long line broken at
+    spaces, continued 4 columns further in); unchanged when ``stream`` is not a terminal, so
+    that logs and pipes keep one line per item."""
+    try:
+        if not stream.isatty():
+            return text
+        width = os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return text
+    if width < 40:
+        return text
+    out = []
+    for line in text.split("\n"):
+        if len(line) < width:
+            out.append(line)
+            continue
+        indent = " " * (len(line) - len(line.lstrip(" ")) + 4)
+        out.append(
+            textwrap.fill(
+                line,
+                width=width - 1,
+                subsequent_indent=indent,
+                break_on_hyphens=False,
+                break_long_words=True,
+            )
+        )
+    return "\n".join(out)
+
+
+#: Per machine (in carbontrack's home), a digest of each estimate explanation already shown in
+#: a summary: the long text is printed once, later summaries say where to read it.
+SHOWN_FILE = "shown-estimates"
+
+
+def _shown_before(details: list[str], settings: Settings) -> set[str]:
+    """The ``details`` already shown on this machine; the others are recorded as shown now."""
+    import hashlib
+
+    from carbontrack import _files
+
+    if not details:
+        return set()
+    path = _files.carbontrack_home() / SHOWN_FILE
+    try:
+        known = set(path.read_text(encoding="utf-8").split())
+    except (OSError, UnicodeDecodeError):
+        known = set()
+    digests = {d: hashlib.sha256(d.encode()).hexdigest()[:16] for d in details}
+    new = [h for h in digests.values() if h not in known]
+    if new:
+        try:
+            _files.make_dirs(path.parent, settings.file_mode)
+            with _files.open_append(path, settings.file_mode) as f:
+                f.write("".join(h + "\n" for h in new))
+        except OSError:
+            pass  # not remembered: the explanation is printed again next time, no harm
+    return {d for d, h in digests.items() if h in known}

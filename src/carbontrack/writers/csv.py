@@ -179,7 +179,8 @@ def _encode(cells: Sequence[str]) -> bytes:
 
 def _append(path: Path, data: bytes, file_mode: str = "private") -> None:
     # O_APPEND and a single write(): rows from other processes land whole, never interleaved.
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, _files.modes(file_mode)[0])
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | _files.NOFOLLOW
+    fd = os.open(path, flags, _files.modes(file_mode)[0])
     try:
         _files.apply_mode(fd, file_mode)  # one policy for every file of the log directory
         view = memoryview(data)

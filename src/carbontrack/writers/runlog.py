@@ -9,6 +9,8 @@ loses at most one checkpoint interval.
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import sys
 import threading
@@ -40,6 +42,26 @@ def _platform() -> str:
 
 __all__ = ["RunLogWriter", "iter_run_log", "read_run_log"]
 
+logger = logging.getLogger(__name__)
+
+
+def _finite(value: Any, path: str, replaced: list[str]) -> Any:
+    """``value`` as strict JSON data: non-finite floats and other odd values become None, and
+    their paths go into ``replaced``."""
+    if isinstance(value, bool | int | str) or value is None:
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        replaced.append(path.lstrip("."))
+        return None
+    if isinstance(value, dict):
+        return {str(k): _finite(v, f"{path}.{k}", replaced) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v, f"{path}[{i}]", replaced) for i, v in enumerate(value)]
+    replaced.append(path.lstrip("."))
+    return None
+
 
 class RunLogWriter:
     """Writes the run log of the runs of one plugin manager (one file per run id)."""
@@ -49,11 +71,26 @@ class RunLogWriter:
         self._files: dict[str, IO[str]] = {}
 
     def _write(self, run_id: str, line: dict[str, Any]) -> None:
+        try:
+            text = json.dumps(line, separators=(",", ":"), allow_nan=False)
+        except (ValueError, TypeError):
+            # One NaN, inf or odd object must not cost the line (and with it `carbontrack
+            # report`'s view of the run): strict JSON with null in its place, and the fields
+            # named in the line and in one warning.
+            replaced: list[str] = []
+            clean = _finite(line, "", replaced)
+            clean["non_finite"] = replaced
+            logger.warning(
+                "carbontrack: run log %s line: %s not finite or not JSON; written as null",
+                line.get("type"),
+                ", ".join(replaced[:5]) + (" ..." if len(replaced) > 5 else ""),
+            )
+            text = json.dumps(clean, separators=(",", ":"), allow_nan=False)
         with self._lock:
             f = self._files.get(run_id)
             if f is None:
                 return
-            f.write(json.dumps(line, separators=(",", ":"), allow_nan=False) + "\n")
+            f.write(text + "\n")
             f.flush()
 
     @hookimpl
