@@ -139,15 +139,23 @@ def inspect_devices(
             elif isinstance(item, Unavailable):
                 unavailable.setdefault(name, []).append(item)
 
-    def read_all() -> tuple[float, dict[tuple[str, str], Reading]]:
+    def read_all() -> tuple[dict[str, float], dict[tuple[str, str], Reading]]:
         out: dict[tuple[str, str], Reading] = {}
         now = clock()
-        for name, devices in found.items():
-            _ok, result = host.call_one(name, "carbontrack_read_energy", devices=devices)
+        # All plugins at once, each timed on its own worker as it is called: a slow thread
+        # hand-over must not stretch or shrink the window a power figure is divided by.
+        results = host.call_each(
+            "carbontrack_read_energy",
+            {name: {"devices": devices} for name, devices in found.items()},
+            clock=clock,
+        )
+        at: dict[str, float] = {}
+        for name, (_ok, result, stamp) in results.items():
+            at[name] = now if stamp is None else stamp
             for r in result or ():
                 if isinstance(r, Reading):
                     out[(name, r.device_id)] = r
-        return now, out
+        return at, out
 
     try:
         t0, first = read_all()
@@ -166,7 +174,8 @@ def inspect_devices(
     for name in backends:
         device_views = []
         for d in found.get(name, ()):
-            power, error = _power(first.get((name, d.id)), second.get((name, d.id)), t1 - t0)
+            window = t1.get(name, window_s) - t0.get(name, 0.0)
+            power, error = _power(first.get((name, d.id)), second.get((name, d.id)), window)
             used = d.method != "model" or d.kind not in measured
             note = "" if used else f"not used: {d.kind} is measured by another backend"
             if used and not default.wants(d.kind):
