@@ -338,3 +338,25 @@ def test_the_logger_never_sees_the_key(caplog: pytest.LogCaptureFixture) -> None
         assert _ask(ElectricityMaps(), _em_settings(server), "DE") is None
     assert "HTTP 401" in caplog.text
     assert KEY.lower() not in caplog.text.lower()
+
+
+def test_a_live_answer_slower_than_the_host_budget_but_within_timeout_s_is_used() -> None:
+    # The plugin host's intensity budget (3 s) must not cut off what the user allowed: with
+    # timeout_s=6 an answer after 3.6 s is the run's intensity, not a recorded hang and the table.
+    hw = FakeHardware([FakeDevice("package-0", kind="cpu", watts=20.0)])
+    with FakeElectricityMaps(key=KEY, hang_s=3.6) as server:
+        server.fail("timeout", times=1)
+        with track(
+            plugins=[hw],
+            location="DE",
+            api_keys={"electricitymaps": KEY},
+            plugin_options=server.plugin_options(timeout_s=6.0),
+            verbose=0,
+            write_log=False,
+            interval_s=0.05,
+        ) as run:
+            pass
+    report = run.report
+    assert not report.intensity.is_fallback, report.intensity
+    assert "Electricity Maps" in report.intensity.source
+    assert not [f for f in report.failures if "intensity" in f.hook], report.failures
