@@ -97,7 +97,6 @@ def _leave_out_what_modules_cover(devices: dict[str, list[Device]]) -> None:
             del devices[plugin]
 
 
-
 def _host_budgets(settings: Settings) -> dict[str, float]:
     """The plugin host's per-hook budgets, widened to the user's HTTP timeout where it applies.
 
@@ -113,6 +112,7 @@ def _host_budgets(settings: Settings) -> dict[str, float]:
     for hook in ("carbontrack_locate", "carbontrack_carbon_intensity"):
         budgets[hook] = max(budgets[hook], allowed)
     return budgets
+
 
 class Tracker:
     """One measured run. Made by ``track()``; use ``start()``/``stop()`` or ``with``.
