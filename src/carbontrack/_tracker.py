@@ -97,21 +97,24 @@ def _leave_out_what_modules_cover(devices: dict[str, list[Device]]) -> None:
             del devices[plugin]
 
 
-def _host_budgets(settings: Settings) -> dict[str, float]:
-    """The plugin host's per-hook budgets, widened to the user's HTTP timeout where it applies.
+def _host_budgets(settings: Settings) -> dict[tuple[str, str], float]:
+    """Per-plugin budgets for the built-in plugins that make HTTP requests.
 
-    Live intensity providers and geolocation wait up to ``timeout_s`` (a total deadline per
-    request, see ``intensity._http``); a shorter host budget would cut off a slow answer the
-    user allowed, record it as a hang and fall back to the table.
+    The live intensity providers and geolocation wait up to ``timeout_s`` (a total deadline per
+    request, see ``intensity._http``): the host's 3 s budget would cut off a slower answer the
+    user allowed, record it as a hang and fall back to the table. Third-party plugins keep the
+    hook's budget, so a hanging one still costs at most that.
     """
-    from carbontrack._plugins import HOOK_BUDGET_S
     from carbontrack.intensity._http import timeout_s
 
-    budgets = dict(HOOK_BUDGET_S)
     allowed = timeout_s(settings) + 1.0  # a second for the provider's own work around the request
-    for hook in ("carbontrack_locate", "carbontrack_carbon_intensity"):
-        budgets[hook] = max(budgets[hook], allowed)
-    return budgets
+    http_plugins = (
+        ("geolocate", "carbontrack_locate"),
+        ("electricitymaps", "carbontrack_carbon_intensity"),
+        ("carbonintensity-gb", "carbontrack_carbon_intensity"),
+        ("energidataservice", "carbontrack_carbon_intensity"),
+    )
+    return {key: allowed for key in http_plugins}
 
 
 class Tracker:
@@ -187,7 +190,7 @@ class Tracker:
 
             # Loud on purpose: a broken plugin import must fail before training starts.
             pm = make_plugin_manager(autoload=self._autoload, extra_plugins=self._plugins)
-            self._host = PluginHost(pm, budgets=_host_budgets(self.settings))
+            self._host = PluginHost(pm, plugin_budgets=_host_budgets(self.settings))
             self._discover()
             if self._job is not None:
                 self._take_job_role()
