@@ -633,3 +633,26 @@ def test_a_background_command_that_reads_the_terminal_stops_and_fg_resumes_it(
     os.close(master)
     assert proc.wait(timeout=TIMEOUT) == 0, out
     assert b"got hello" in out
+
+
+# -- 11. carbontrack report: units, run ids, the words --------------------------------------------
+
+
+def test_report_of_a_short_run_and_a_carbontracker_log_reads_well(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    from test_report_cmd import CT_NAME, write_carbontracker_logs
+
+    logs = Path(env["CARBONTRACK_HOME"]) / "logs"
+    assert carbontrack("run", "-q", "--", "true", env=env).returncode == 0
+    write_carbontracker_logs(logs / "ct")
+    done = carbontrack("report", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "0.000000" not in done.stdout  # a short run's energy in Wh with 3 figures
+    assert " Wh " in done.stdout
+    run_id = CT_NAME.removesuffix("_carbontracker")
+    assert run_id in done.stdout  # the whole id, never cut
+    assert "total (2 runs)" in done.stdout
+    assert " true" in done.stdout  # the command column tells the runs apart
+    only = carbontrack("report", str(logs / "ct"), env=env)
+    assert "total (1 run)" in only.stdout
