@@ -139,15 +139,23 @@ def inspect_devices(
             elif isinstance(item, Unavailable):
                 unavailable.setdefault(name, []).append(item)
 
-    def read_all() -> tuple[float, dict[tuple[str, str], Reading]]:
+    def read_all() -> tuple[dict[str, float], dict[tuple[str, str], Reading]]:
         out: dict[tuple[str, str], Reading] = {}
-        now = clock()
+        stamps: dict[str, float] = {}
         for name, devices in found.items():
-            _ok, result = host.call_one(name, "carbontrack_read_energy", devices=devices)
+            # Timed on the plugin's worker just before the call, as the sampler does: a stamp
+            # taken here, before the hand-over, was off by the worker's wake-up (over 100 ms
+            # on a loaded machine, a third of the power shown over a 0.5 s window).
+            before = clock()
+            calls = host.call_each(
+                "carbontrack_read_energy", {name: {"devices": devices}}, clock=clock
+            )
+            _ok, result, at = calls[name]
+            stamps[name] = before if at is None else at
             for r in result or ():
                 if isinstance(r, Reading):
                     out[(name, r.device_id)] = r
-        return now, out
+        return stamps, out
 
     try:
         t0, first = read_all()
@@ -166,7 +174,8 @@ def inspect_devices(
     for name in backends:
         device_views = []
         for d in found.get(name, ()):
-            power, error = _power(first.get((name, d.id)), second.get((name, d.id)), t1 - t0)
+            dt_s = t1.get(name, 0.0) - t0.get(name, 0.0)
+            power, error = _power(first.get((name, d.id)), second.get((name, d.id)), dt_s)
             used = d.method != "model" or d.kind not in measured
             note = "" if used else f"not used: {d.kind} is measured by another backend"
             if used and not default.wants(d.kind):
