@@ -188,3 +188,14 @@ def test_without_attach_a_callback_before_it_misses_the_figures(tmp_path: Path) 
     callback = CarbonTrackCallback(plugins=[fake_hardware()], log_dir=tmp_path, **QUIET)
     _trainer(tmp_path, [seen, callback]).train()
     assert _carbon(seen.logs) == []  # the limit attach() exists for
+
+
+def test_a_fraction_of_an_epoch_is_counted_in_steps(tmp_path: Path) -> None:
+    # num_train_epochs=1.5 ends training in the middle of epoch 2: a partial epoch must not be
+    # recorded as a whole one, so the run is measured whole and predicted from steps.
+    callback = CarbonTrackCallback(plugins=[fake_hardware()], log_dir=tmp_path, **QUIET)
+    trainer = _trainer(tmp_path, [callback], num_train_epochs=1.5, logging_steps=3)
+    trainer.train()
+    report = assert_finished_run(callback.report, tmp_path, epochs=0)
+    assert trainer.state.global_step == 6
+    assert any("driven by steps (6 steps)" in w for w in report.warnings)

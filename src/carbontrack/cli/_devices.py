@@ -141,21 +141,21 @@ def inspect_devices(
 
     def read_all() -> tuple[dict[str, float], dict[tuple[str, str], Reading]]:
         out: dict[tuple[str, str], Reading] = {}
-        stamps: dict[str, float] = {}
-        for name, devices in found.items():
-            # Timed on the plugin's worker just before the call, as the sampler does: a stamp
-            # taken here, before the hand-over, was off by the worker's wake-up (over 100 ms
-            # on a loaded machine, a third of the power shown over a 0.5 s window).
-            before = clock()
-            calls = host.call_each(
-                "carbontrack_read_energy", {name: {"devices": devices}}, clock=clock
-            )
-            _ok, result, at = calls[name]
-            stamps[name] = before if at is None else at
+        now = clock()
+        # All plugins at once, each timed on its own worker as it is called: a slow thread
+        # hand-over must not stretch or shrink the window a power figure is divided by.
+        results = host.call_each(
+            "carbontrack_read_energy",
+            {name: {"devices": devices} for name, devices in found.items()},
+            clock=clock,
+        )
+        at: dict[str, float] = {}
+        for name, (_ok, result, stamp) in results.items():
+            at[name] = now if stamp is None else stamp
             for r in result or ():
                 if isinstance(r, Reading):
                     out[(name, r.device_id)] = r
-        return stamps, out
+        return at, out
 
     try:
         t0, first = read_all()
@@ -174,8 +174,8 @@ def inspect_devices(
     for name in backends:
         device_views = []
         for d in found.get(name, ()):
-            dt_s = t1.get(name, 0.0) - t0.get(name, 0.0)
-            power, error = _power(first.get((name, d.id)), second.get((name, d.id)), dt_s)
+            window = t1.get(name, window_s) - t0.get(name, 0.0)
+            power, error = _power(first.get((name, d.id)), second.get((name, d.id)), window)
             used = d.method != "model" or d.kind not in measured
             note = "" if used else f"not used: {d.kind} is measured by another backend"
             if used and not default.wants(d.kind):
