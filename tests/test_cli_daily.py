@@ -662,3 +662,56 @@ def test_report_of_a_short_run_and_a_carbontracker_log_reads_well(
     assert " true" in done.stdout  # the command column tells the runs apart
     only = carbontrack("report", str(logs / "ct"), env=env)
     assert "total (1 run)" in only.stdout
+
+
+SCRIPT_WITHOUT_JOB_CONTROL = """
+import fcntl, os, signal, subprocess, sys, termios
+fcntl.ioctl(0, termios.TIOCSCTTY, 0)  # the terminal's foreground group is this one
+got = []
+signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+code = subprocess.call(sys.argv[1:])  # carbontrack in this group, as a script's command is
+print(f"script got SIGINT: {bool(got)}", flush=True)
+sys.exit(code)
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "sigtimedwait"), reason="needs sigtimedwait")
+def test_ctrl_c_in_a_script_reaches_the_script_and_the_command_once(env: dict[str, str]) -> None:
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            SCRIPT_WITHOUT_JOB_CONTROL,
+            *CARBONTRACK,
+            "run",
+            "-q",
+            "--no-log",
+            "--",
+            *py(RECORD_SIGNALS),
+        ],
+        env=env,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
+    os.close(slave)
+    out = b""
+    deadline = time.monotonic() + TIMEOUT
+    while b"ready" not in out and time.monotonic() < deadline:
+        if select.select([master], [], [], 0.1)[0]:
+            out += os.read(master, 1024)
+    os.write(master, b"\x03")  # Ctrl-C
+    while proc.poll() is None and time.monotonic() < deadline:
+        if select.select([master], [], [], 0.1)[0]:
+            try:
+                out += os.read(master, 1024)
+            except OSError:
+                break
+    os.close(master)
+    assert proc.wait(timeout=TIMEOUT) == 7, out
+    assert b"seen=2:0\r\n" in out  # once, from the terminal (si_pid 0), not forwarded again
+    assert b"script got SIGINT: True" in out  # the script can still stop on Ctrl-C

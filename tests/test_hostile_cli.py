@@ -60,3 +60,18 @@ def test_sigterm_ends_carbontrack_while_discovery_hangs(tmp_path: Path) -> None:
     # The command was told (it ends by the signal) and carbontrack ended with it.
     assert code == 128 + signal.SIGTERM
     assert after_signal < 8.0
+
+
+@pytest.mark.parametrize("hook", ["discover", "read"])
+def test_devices_lists_a_plugin_returning_garbage_with_its_failure(
+    tmp_path: Path, hook: str
+) -> None:
+    # Before: `for item in 42` raised TypeError out of `carbontrack devices`.
+    source = (
+        "from carbontrack.testing.faults import FaultyPlugin\n"
+        f"plugin = FaultyPlugin(faults={{'{hook}': 'garbage'}}, name='fakecpu')\n"
+    )
+    done = carbontrack("devices", "--window", "0.1", env=cli_env(tmp_path, plugin_source=source))
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "fakecpu" in done.stdout

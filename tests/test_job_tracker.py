@@ -100,7 +100,10 @@ def test_only_the_node_leader_reads_node_wide_hardware(tmp_path: Path) -> None:
 def test_rank_zero_reports_the_sum_of_all_nodes_with_a_breakdown(tmp_path: Path) -> None:
     hw = {0: _node(100.0), 1: _node(100.0), 2: _node(40.0), 3: _node(40.0)}
     reports = _run_ranks(
-        {r: _rank(r, 4, r % 2, "A" if r < 2 else "B", hw[r], tmp_path) for r in range(4)}
+        {
+            r: _rank(r, 4, r % 2, "A" if r < 2 else "B", hw[r], tmp_path, interval_s=0.05)
+            for r in range(4)
+        }
     )
     job = reports[0].job
     assert job is not None
@@ -118,7 +121,13 @@ def test_rank_zero_reports_the_sum_of_all_nodes_with_a_breakdown(tmp_path: Path)
     assert sum(e.energy_j for e in reports[0].epochs) == pytest.approx(
         reports[0].energy_j, rel=0.2
     )
-    assert reports[0].predictions
+    # Rank 0 predicts the job's footprint (both nodes), not its own share.
+    prediction = reports[0].predictions[0]
+    assert prediction.after_epoch == 1
+    assert prediction.energy_j == pytest.approx(2 * reports[0].epochs[0].energy_j, rel=0.1)
+    own_first_epoch = reports[0].job.ranks[0].epochs[0].energy_j
+    assert prediction.energy_j > 1.2 * 2 * own_first_epoch
+    assert not reports[2].predictions  # the other ranks leave predicting to rank 0
     # Other ranks' reports stay their own.
     assert reports[2].energy_j == pytest.approx(hw[2].true_energy_j, rel=0.03)
     assert reports[2].job is not None

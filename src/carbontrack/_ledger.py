@@ -181,6 +181,8 @@ class Ledger:
         self._peer_epochs: dict[int, dict[int, EpochRecord]] = {}
         self._peers_started: set[int] = set()
         self._polling: _Result | None = None
+        # When the last finished poll began: an epoch that ended before it is complete in it.
+        self._polled_through = float("-inf")
         self._log_offsets: dict[Path, int] = {}
         self._log_rank: dict[Path, int] = {}
 
@@ -256,6 +258,7 @@ class Ledger:
             self._polling = self._worker.submit(self._poll_once)
 
     def _poll_once(self) -> None:
+        began = time.monotonic()
         store = self._store()
         found: dict[int, dict[int, EpochRecord]] = {}
         started: set[int] = set()
@@ -284,11 +287,15 @@ class Ledger:
             self._peers_started |= started
             for rank, records in found.items():
                 self._peer_epochs.setdefault(rank, {}).update(records)
+            self._polled_through = max(self._polled_through, began)
 
-    def job_epoch(self, own: EpochRecord) -> EpochRecord | None:
+    def job_epoch(self, own: EpochRecord, ended_at: float) -> EpochRecord | None:
         """The job's epoch ``own.index``: rank 0's record plus every started peer's, or ``None``
-        while a peer that tracks has not sent that epoch yet."""
+        until a poll begun after the epoch ended (``time.monotonic()`` at ``ended_at``) has
+        seen it from every peer that tracks."""
         with self._lock:
+            if self._polled_through < ended_at:
+                return None  # who tracks is not known yet for this epoch
             peers = sorted(self._peers_started | set(self._peer_epochs))
             records = [own]
             for rank in peers:

@@ -138,7 +138,7 @@ class Tracker:
         self._leader_lock: Any = None
         self._ledger: Ledger | None = None
         self._dropped_by_plugin: dict[str, list[Device]] = {}
-        self._pending_job_epochs: list[EpochRecord] = []
+        self._pending_job_epochs: list[tuple[EpochRecord, float]] = []
         self._job_epochs: list[EpochRecord] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -449,12 +449,16 @@ class Tracker:
         )
         self._epochs.append(record)
         self._epoch_open = None
-        if self._ledger is not None and not safe(lambda: self._job_epoch_ended(record), "job"):
-            prediction = None  # the job's epoch is not complete yet: predict when it is
+        if self._ledger is not None:
+            # Rank 0 predicts as the job's epochs complete (each when every tracking rank's
+            # figure for it is in); the other ranks leave predicting to rank 0.
+            made = safe(lambda: self._job_epoch_ended(record), "the job's epochs") or []
+            self._predictions.extend(made)
+            prediction = made[-1] if made else None
         else:
             prediction = safe(self._maybe_predict, "prediction")
-        if prediction is not None:
-            self._predictions.append(prediction)
+            if prediction is not None:
+                self._predictions.append(prediction)
         self._host.broadcast(
             "carbontrack_epoch_ended",
             run=self._run,
@@ -780,25 +784,29 @@ class Tracker:
             ranks=(entry,),
         )
 
-    def _job_epoch_ended(self, record: EpochRecord) -> bool:
-        """Send the epoch; on rank 0, complete the job's epochs. True when one completed."""
+    def _job_epoch_ended(self, record: EpochRecord) -> list[Prediction]:
+        """Send the epoch; on rank 0, complete the job's epochs and predict after each."""
         ledger = self._ledger
         assert ledger is not None
         ledger.publish_epoch(record)
         if not self._predicts_for_job:
-            return True
-        self._pending_job_epochs.append(record)
+            # Rank 0 predicts the job; a rank's own share would read as the job's footprint.
+            return []
+        self._pending_job_epochs.append((record, time.monotonic()))
         # The others' epochs arrive in the background; this boundary uses what is in.
         ledger.poll_epochs()
-        completed = False
+        made: list[Prediction] = []
         while self._pending_job_epochs:
-            merged = ledger.job_epoch(self._pending_job_epochs[0])
+            merged = ledger.job_epoch(*self._pending_job_epochs[0])
             if merged is None:
                 break
             self._job_epochs.append(merged)
             self._pending_job_epochs.pop(0)
-            completed = True
-        return completed
+            # One prediction step per completed epoch, as a single process makes them.
+            prediction = safe(self._maybe_predict, "prediction")
+            if prediction is not None:
+                made.append(prediction)
+        return made
 
     def _finish_job(self) -> Report:
         """Publish this rank's figures; on rank 0, wait (bounded) and write the job's report."""
@@ -867,6 +875,10 @@ class Tracker:
         )
 
     def _on_tick(self, now: float) -> None:
+        if self._pending_job_epochs and self._ledger is not None:
+            # Fetch the other ranks' epochs between boundaries too (in the background), so
+            # the next boundary can complete the job's epoch.
+            self._ledger.poll_epochs()
         if self._sample_hook and self._state == _RUNNING:
             self._host.broadcast(
                 "carbontrack_sample", sample=self._sample(now), settings=self.settings

@@ -13,11 +13,15 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from carbontrack.model import Device, Reading, Unavailable, component_of
+from carbontrack.model import Device, Reading, Unavailable, check_device, component_of
+
+if TYPE_CHECKING:
+    from carbontrack._plugins import PluginHost
+    from carbontrack.settings import Settings
 
 __all__ = ["BackendView", "DeviceView", "configure_parser", "inspect_devices", "run"]
 
@@ -103,6 +107,32 @@ def _power(
     return (joules / dt_s if dt_s > 0 else None), None
 
 
+def _discover_all(
+    host: PluginHost, backends: list[str], settings: Settings
+) -> tuple[dict[str, list[Device]], dict[str, list[Unavailable]]]:
+    """Each backend's devices and what it cannot read; garbage becomes the plugin's failure."""
+    found: dict[str, list[Device]] = {}
+    unavailable: dict[str, list[Unavailable]] = {}
+    for name in backends:
+        _ok, items = host.call_one(name, "carbontrack_discover_devices", settings=settings)
+        if items is not None and not isinstance(items, list):  # the host runs out iterables
+            host.record_failure(
+                name,
+                "carbontrack_discover_devices",
+                TypeError(f"returned {items!r:.100}, not a list of Device"),
+            )
+            items = None
+        for item in items or ():
+            problem = check_device(item)
+            if problem is not None:  # listed under the plugin's failures, naming the value
+                host.record_failure(name, "carbontrack_discover_devices", TypeError(problem))
+            elif isinstance(item, Device):
+                found.setdefault(name, []).append(item)
+            elif isinstance(item, Unavailable):
+                unavailable.setdefault(name, []).append(item)
+    return found, unavailable
+
+
 def inspect_devices(
     *,
     window_s: float = 0.5,
@@ -129,15 +159,7 @@ def inspect_devices(
     )
     default = make_settings()
     backends = host.implementers("carbontrack_discover_devices")
-    found: dict[str, list[Device]] = {}
-    unavailable: dict[str, list[Unavailable]] = {}
-    for name in backends:
-        _ok, items = host.call_one(name, "carbontrack_discover_devices", settings=settings)
-        for item in items or ():
-            if isinstance(item, Device):
-                found.setdefault(name, []).append(item)
-            elif isinstance(item, Unavailable):
-                unavailable.setdefault(name, []).append(item)
+    found, unavailable = _discover_all(host, backends, settings)
 
     def read_all() -> tuple[dict[str, float], dict[tuple[str, str], Reading]]:
         out: dict[tuple[str, str], Reading] = {}

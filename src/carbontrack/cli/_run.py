@@ -356,9 +356,12 @@ class _Child:
     The gate lets carbontrack know the child's pid (for ``devices_by_pid`` and process
     attribution) before discovery, and measure from the first instruction of the command.
 
-    The child leads a process group of its own, so that a signal sent to carbontrack's group
+    When carbontrack leads its process group (as a shell's job or a supervisor's child does),
+    the child leads a process group of its own, so that a signal sent to carbontrack's group
     (``kill -INT -- -PGID``, as Slurm and supervisors do) reaches it once, forwarded by
-    carbontrack, instead of twice. On an interactive terminal its group is made the foreground
+    carbontrack, instead of twice. (A carbontrack sharing its group, started by a script
+    without job control, leaves the child in that group: terminal signals reach both, and are
+    not forwarded again.) On an interactive terminal its group is made the foreground
     group: Ctrl-C, Ctrl-\\ and terminal input go to the command alone (the kernel signals the
     terminal's foreground group: drivers/tty/n_tty.c, ``isig()``), and a stopped command (Ctrl-Z)
     stops carbontrack too, so that the shell's job control works as without carbontrack.
@@ -371,6 +374,11 @@ class _Child:
         self._stdout_to_stderr = stdout_to_stderr
         self._prctl = _prctl()
         self._parent = os.getpid()
+        # Only a group leader (a shell's job, a supervisor's setsid child, a Slurm task) moves
+        # the command into a group of its own. A carbontrack that shares its group with others
+        # (started by a script without job control) leaves the command in that group, as it
+        # was: those others must keep getting Ctrl-C, and the command keeps the terminal.
+        self._isolate = os.getpgrp() == self._parent
         gate_r, self._gate_w = os.pipe()
         self._err_r, err_w = os.pipe()
         sys.stdout.flush()
@@ -383,8 +391,9 @@ class _Child:
         self.pid = pid
         self.status: int | None = None
         # Both sides set the group, so that it is set whichever runs first.
-        with contextlib.suppress(OSError):
-            os.setpgid(pid, pid)
+        if self._isolate:
+            with contextlib.suppress(OSError):
+                os.setpgid(pid, pid)
         try:
             self.own_group = os.getpgid(pid) == pid
         except OSError:
@@ -398,8 +407,9 @@ class _Child:
         try:
             os.close(self._gate_w)
             os.close(self._err_r)
-            with contextlib.suppress(OSError):
-                os.setpgid(0, 0)
+            if self._isolate:
+                with contextlib.suppress(OSError):
+                    os.setpgid(0, 0)
             if self._prctl is not None:
                 self._prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
                 if os.getppid() != self._parent:

@@ -158,6 +158,7 @@ def format_report(
     ]
     if report.command is not None:
         lines.append(f"  command {command_status(report.command)}: {_command_text(report.command)}")
+    lines.extend(_job_lines(report))
     for comp in report.components:
         words = ", ".join(_METHOD_WORDS[m] for m in comp.methods)
         partial = " [PARTIAL: some hardware not measured]" if comp.partial else ""
@@ -165,7 +166,9 @@ def format_report(
             f"  {comp.component:<5} {format_energy(comp.energy_j):>12}  {words}, "
             f"{comp.devices} device(s){partial}"
         )
-    if not report.components:
+    if not report.components and report.job is not None and report.job.measured_by:
+        lines.append("  nothing read by this process: " + report.job.measured_by)
+    elif not report.components:
         lines.append("  no device measured: energy unknown (run `carbontrack devices`)")
     for d in report.devices:
         if d.method == "model":
@@ -208,6 +211,32 @@ def format_report(
     if log_path:
         lines.append(f"  run log: {log_path}")
     return "\n".join(lines)
+
+
+def _job_lines(report: Report) -> list[str]:
+    """A job's part of the summary: on rank 0 the job and its nodes, elsewhere this rank."""
+    job = report.job
+    if job is None:
+        return []
+    if job.scope != "job":
+        role = "node leader" if not job.measured_by else "GPUs it owns only"
+        return [
+            f"  job {job.job_id}: rank {job.rank} of {job.world_size} on {job.node} ({role}); "
+            "rank 0's report is the job's"
+        ]
+    lines = [
+        f"  job {job.job_id}: {len(job.ranks)} of {job.world_size} ranks on "
+        f"{len(job.nodes)} node(s)" + (" [PARTIAL]" if job.partial else "")
+    ]
+    intensities = {round(n.g_per_kwh, 1) for n in job.nodes}
+    for n in job.nodes:
+        leader = f"leader rank {n.leader_rank}" if n.leader_rank is not None else "NO LEADER"
+        where = f", {n.g_per_kwh:.1f} gCO2eq/kWh" if len(intensities) > 1 else ""
+        lines.append(
+            f"    node {n.node}: {format_energy(n.energy_j)}, {format_co2(n.co2eq_g)}, "
+            f"ranks {', '.join(map(str, n.ranks))} ({leader}){where}"
+        )
+    return lines
 
 
 def _count(n: int, word: str) -> str:
