@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,18 @@ SCRIPT = Path(sys.executable).with_name("carbontrack")
 CARBONTRACK = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "carbontrack"]
 WATTS = 25.0
 TIMEOUT = 30
+
+
+def default_signals() -> None:
+    """``preexec_fn`` for a carbontrack that a test signals: the signals' default actions.
+
+    A test runner started in the background by a script (``pytest &``: SIGINT and SIGQUIT
+    ignored, POSIX "Asynchronous Lists") or under ``nohup`` (SIGHUP ignored) passes the ignored
+    signals on to every child, and carbontrack rightly leaves an ignored signal ignored: the
+    command never got the test's SIGINT (seen in a ``nohup pytest &`` run).
+    """
+    for s in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTERM):
+        signal.signal(s, signal.SIG_DFL)
 
 
 def cli_env(

@@ -29,6 +29,7 @@ from cli_helpers import (
     WATTS,
     carbontrack,
     cli_env,
+    default_signals,
     py,
     run_in_terminal,
     screen_lines,
@@ -308,6 +309,7 @@ def start_and_wait_ready(args: list[str], env: dict[str, str]) -> subprocess.Pop
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # no controlling terminal: signals come only from the test
+        preexec_fn=default_signals,
     )
     assert proc.stdout is not None
     assert proc.stdout.readline() == "ready\n"
@@ -617,6 +619,7 @@ def test_ctrl_c_on_the_terminal_reaches_the_child_once(env: dict[str, str]) -> N
         stdout=slave,
         stderr=slave,
         start_new_session=True,
+        preexec_fn=default_signals,
     )
     os.close(slave)
     out = b""

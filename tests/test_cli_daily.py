@@ -23,6 +23,7 @@ from cli_helpers import (
     TIMEOUT,
     carbontrack,
     cli_env,
+    default_signals,
     py,
     run_in_terminal,
     screen_lines,
@@ -155,6 +156,7 @@ def test_a_signal_to_the_process_group_reaches_the_command_once(
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=default_signals,
     )
     assert proc.stdout is not None
     assert proc.stdout.readline() == "ready\n"
@@ -178,6 +180,7 @@ def test_a_signal_to_carbontrack_alone_reaches_the_command_and_its_children(
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=default_signals,
     )
     assert proc.stdout is not None
     assert proc.stdout.readline() == "ready\n"
@@ -262,6 +265,7 @@ def test_a_killed_carbontrack_takes_the_command_with_it_and_leaves_a_checkpoint(
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=default_signals,
     )
     assert proc.stdout is not None
     pid = int(proc.stdout.readline())
@@ -313,6 +317,7 @@ def test_ctrl_z_stops_the_command_and_carbontrack_and_fg_continues_both(
         stdout=slave,
         stderr=slave,
         start_new_session=True,
+        preexec_fn=default_signals,
     )
     os.close(slave)
     out = b""
@@ -615,6 +620,7 @@ def test_a_background_command_that_reads_the_terminal_stops_and_fg_resumes_it(
         stdout=slave,
         stderr=slave,
         start_new_session=True,
+        preexec_fn=default_signals,
     )
     os.close(slave)
     out = b""

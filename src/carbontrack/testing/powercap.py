@@ -207,6 +207,10 @@ class FakePowercap:
         self._next_sub: dict[str, int] = {}
         self._t0 = clock()
         self._last_t = self._t0
+        #: The longest time between two syncs while ``live()`` ran: a counter read then was at
+        #: most this old (plus one file write). A test's tolerance for a reader's energy over a
+        #: window can add ``watts * max_staleness_s`` (one edge may be stale, the other not).
+        self.max_staleness_s = 0.0
 
     # -- building ----------------------------------------------------------------------------
 
@@ -357,7 +361,9 @@ class FakePowercap:
         def run() -> None:
             _raise_priority()
             while not stop.wait(interval_s):
+                before = self._last_t
                 self.sync()
+                self.max_staleness_s = max(self.max_staleness_s, self._last_t - before)
 
         self.sync()
         thread = threading.Thread(target=run, name="fake-powercap-live", daemon=True)
