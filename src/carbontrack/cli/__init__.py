@@ -17,7 +17,7 @@ from typing import Any
 
 from carbontrack._version import __version__
 
-__all__ = ["build_parser", "configure_logging", "main"]
+__all__ = ["COMMANDS", "build_parser", "configure_logging", "main"]
 
 DESCRIPTION = """\
 Measure the energy and CO2eq of code, and predict it for training runs.
@@ -96,10 +96,16 @@ def _sub(
     return parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``carbontrack``."""
-    from carbontrack.cli import _devices, _plugins, _run
+#: Every command, in the order ``--help`` lists them.
+COMMANDS = ("run", "devices", "plugins", *(entry[0] for entry in _MODULE_COMMANDS))
 
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of ``carbontrack``; with ``only``, of that command alone.
+
+    A command's own parser is the same either way; building just the one that runs spares
+    ``carbontrack run`` importing every other command's module at each start.
+    """
     parser = argparse.ArgumentParser(
         prog="carbontrack",
         description=DESCRIPTION,
@@ -109,37 +115,48 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common()
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = _sub(
-        sub,
-        "run",
-        help="run a command and measure the machine while it runs",
-        epilog=_run.EPILOG,
-        common=common,
-    )
-    run.usage = "carbontrack run [options] -- CMD [ARGS...]"
-    _run.configure_parser(run)
+    if only in (None, "run"):
+        from carbontrack.cli import _run
 
-    devices = _sub(
-        sub,
-        "devices",
-        help="list what can be measured here, the power read now, and how to fix the rest",
-        epilog=_devices.EPILOG,
-        common=common,
-    )
-    _devices.configure_parser(devices)
-    devices.set_defaults(handler=_devices.run)
+        run = _sub(
+            sub,
+            "run",
+            help="run a command and measure the machine while it runs",
+            epilog=_run.EPILOG,
+            common=common,
+        )
+        run.usage = "carbontrack run [options] -- CMD [ARGS...]"
+        _run.configure_parser(run)
 
-    plugins = _sub(
-        sub,
-        "plugins",
-        help="list installed plugins with their distributions, versions and hooks",
-        epilog=_plugins.EPILOG,
-        common=common,
-    )
-    _plugins.configure_parser(plugins)
-    plugins.set_defaults(handler=_plugins.run)
+    if only in (None, "devices"):
+        from carbontrack.cli import _devices
+
+        devices = _sub(
+            sub,
+            "devices",
+            help="list what can be measured here, the power read now, and how to fix the rest",
+            epilog=_devices.EPILOG,
+            common=common,
+        )
+        _devices.configure_parser(devices)
+        devices.set_defaults(handler=_devices.run)
+
+    if only in (None, "plugins"):
+        from carbontrack.cli import _plugins
+
+        plugins = _sub(
+            sub,
+            "plugins",
+            help="list installed plugins with their distributions, versions and hooks",
+            epilog=_plugins.EPILOG,
+            common=common,
+        )
+        _plugins.configure_parser(plugins)
+        plugins.set_defaults(handler=_plugins.run)
 
     for name, module_name, help_text, epilog in _MODULE_COMMANDS:
+        if only not in (None, name):
+            continue
         module = importlib.import_module(module_name)
         p = _sub(sub, name, help=help_text, epilog=epilog, common=common)
         module.configure_parser(p)
@@ -212,7 +229,9 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"carbontrack {__version__}")
         return 0
     own, child = _prepare_argv(raw)
-    parser = build_parser()
+    # The first word names the command (the program itself takes no option but --version):
+    # build that command's parser only. Anything else gets the whole parser and its errors.
+    parser = build_parser(own[0] if own and own[0] in COMMANDS else None)
     args, unknown = parser.parse_known_args(own)
     if unknown:
         where: argparse.ArgumentParser = getattr(args, "command_parser", parser)
