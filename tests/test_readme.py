@@ -59,3 +59,25 @@ def test_the_example_training_runs_under_carbontrack(tmp_path: Path) -> None:
     last = json.loads(log.read_text(encoding="utf-8").splitlines()[-1])
     assert last["type"] == "report"
     assert last["report"]["energy_j"] > 0
+
+
+def test_the_readme_is_a_front_door_of_at_most_200_lines() -> None:
+    lines = README.read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 200, (
+        f"README.md has {len(lines)} lines: it is the front door (at most 200); put the detail "
+        "in a page of docs/ and link it"
+    )
+
+
+def test_the_readme_links_resolve() -> None:
+    text = README.read_text(encoding="utf-8")
+    targets = re.findall(r"\]\((?!https?://|mailto:|#)([^)#\s]+)", text)
+    assert targets, "the README links into the documentation"
+    missing = [t for t in targets if not (REPO / t).exists()]
+    assert not missing, f"README.md links to files that do not exist: {missing}"
+
+
+def test_the_readme_links_every_guide() -> None:
+    text = README.read_text(encoding="utf-8")
+    for page in ("getting-started", "measuring", "permissions", "reports", "reference/api"):
+        assert f"docs/{page}.md" in text, f"README.md does not link docs/{page}.md"
