@@ -61,7 +61,7 @@ def test_json_on_stdout_is_only_the_report_and_the_command_prints_on_stderr(
     child = py("print('building...'); print('3 tests passed')")
     done = carbontrack("run", "-q", "--json", "-", "--", *child, env=env)
     assert done.returncode == 0
-    report = json.loads(done.stdout)  # the README's `... --json - -- make test > report.json`
+    report = json.loads(done.stdout)  # docs/command-line.md: `--json - -- make test`
     assert report["final"] is True
     assert "building...\n3 tests passed\n" in done.stderr
 
@@ -510,12 +510,12 @@ def test_run_help_lists_every_option_that_makes_sense_for_a_command(env: dict[st
     assert set(flags) == set(FROM_ENVIRONMENT)
     for flag in flags.values():
         assert flag in text
-    # The command-line guide's list of run's options (it moved there from the README) is what
+    # The command-line guide's list of run's options (moved there from the README) is what
     # --help has.
-    guide_path = Path(__file__).resolve().parent.parent / "docs" / "command-line.md"
-    guide = guide_path.read_text(encoding="utf-8")
-    start = guide.index("Options mirror `track()`")
-    paragraph = guide[start : guide.index("\n\n", start)]
+    guide = Path(__file__).resolve().parent.parent / "docs" / "command-line.md"
+    readme = guide.read_text(encoding="utf-8")
+    start = readme.index("Options mirror `track()`")
+    paragraph = readme[start : readme.index("\n\n", start)]
     listed = set(re.findall(r"`(--[a-z][a-z-]*)", paragraph))
     assert set(flags.values()) <= listed
     assert [f for f in sorted(listed) if f not in text] == []
