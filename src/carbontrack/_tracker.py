@@ -25,7 +25,7 @@ from carbontrack import predict as _predict
 from carbontrack._job import JobInfo
 from carbontrack._ledger import Ledger, default_store
 from carbontrack._safe import safe
-from carbontrack._sampler import Sampler
+from carbontrack._sampler import DeviceTotal, Sampler
 from carbontrack._version import __version__
 from carbontrack.errors import BudgetExceeded, UsageError
 from carbontrack.model import (
@@ -115,6 +115,22 @@ def _host_budgets(settings: Settings) -> dict[tuple[str, str], float]:
         ("energidataservice", "carbontrack_carbon_intensity"),
     )
     return {key: allowed for key in http_plugins}
+
+
+def _device_energy(total: DeviceTotal, detail: str = "") -> DeviceEnergy:
+    """A device's line in a report or a live sample, from the sampler's running total."""
+    return DeviceEnergy(
+        id=total.device.id,
+        kind=total.device.kind,
+        name=total.device.name,
+        backend=total.device.backend,
+        method=total.device.method,
+        energy_j=total.energy_j,
+        shared=total.device.shared,
+        resets=total.resets,
+        dropped=total.dropped,
+        detail=detail,
+    )
 
 
 class Tracker:
@@ -632,21 +648,7 @@ class Tracker:
 
     def _build_report(self, *, final: bool, now: float) -> Report:
         totals = self._sampler.totals()
-        devices = tuple(
-            DeviceEnergy(
-                id=t.device.id,
-                kind=t.device.kind,
-                name=t.device.name,
-                backend=t.device.backend,
-                method=t.device.method,
-                energy_j=t.energy_j,
-                shared=t.device.shared,
-                resets=t.resets,
-                dropped=t.dropped,
-                detail=t.device.detail,
-            )
-            for t in totals
-        )
+        devices = tuple(_device_energy(t, detail=t.device.detail) for t in totals)
         components = _components(devices, self._unavailable)
         energy = sum(d.energy_j for d in devices)
         pue = self.settings.pue
@@ -868,20 +870,8 @@ class Tracker:
     def _sample(self, now: float) -> Sample:
         # No tracker lock: the sampler's totals are consistent on their own, and the caller's
         # thread may hold the lock for as long as an epoch boundary takes.
-        devices = tuple(
-            DeviceEnergy(
-                id=t.device.id,
-                kind=t.device.kind,
-                name=t.device.name,
-                backend=t.device.backend,
-                method=t.device.method,
-                energy_j=t.energy_j,
-                shared=t.device.shared,
-                resets=t.resets,
-                dropped=t.dropped,
-            )
-            for t in self._sampler.totals()
-        )
+        # No detail text per tick: the live exporters do not show it.
+        devices = tuple(_device_energy(t) for t in self._sampler.totals())
         energy = sum(d.energy_j for d in devices)
         intensity = self._intensity
         return Sample(
