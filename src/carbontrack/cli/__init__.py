@@ -46,9 +46,28 @@ examples:
   carbontrack intensity --location DK
 """
 
-#: Commands whose implementation lives in its own module, with ``configure_parser(p)`` and
-#: ``run(args) -> int``; ``(command, module, help, epilog)``.
-_MODULE_COMMANDS = (
+#: Every command, in the order ``--help`` lists them: ``(command, module, help, epilog)``. Each
+#: module has ``configure_parser(p)`` and ``run(args)``; ``epilog`` None means the module's
+#: ``EPILOG``. ``run`` is dispatched by ``_main`` itself (its ``run`` also takes the parser).
+_COMMANDS = (
+    (
+        "run",
+        "carbontrack.cli._run",
+        "run a command and measure the machine while it runs",
+        None,
+    ),
+    (
+        "devices",
+        "carbontrack.cli._devices",
+        "list what can be measured here, the power read now, and how to fix the rest",
+        None,
+    ),
+    (
+        "plugins",
+        "carbontrack.cli._plugins",
+        "list installed plugins with their distributions, versions and hooks",
+        None,
+    ),
     (
         "report",
         "carbontrack.cli._report_view",
@@ -96,8 +115,8 @@ def _sub(
     return parser
 
 
-#: Every command, in the order ``--help`` lists them.
-COMMANDS = ("run", "devices", "plugins", *(entry[0] for entry in _MODULE_COMMANDS))
+#: Every command's name.
+COMMANDS = tuple(entry[0] for entry in _COMMANDS)
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -115,52 +134,22 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     common = _common()
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    if only in (None, "run"):
-        from carbontrack.cli import _run
-
-        run = _sub(
-            sub,
-            "run",
-            help="run a command and measure the machine while it runs",
-            epilog=_run.EPILOG,
-            common=common,
-        )
-        run.usage = "carbontrack run [options] -- CMD [ARGS...]"
-        _run.configure_parser(run)
-
-    if only in (None, "devices"):
-        from carbontrack.cli import _devices
-
-        devices = _sub(
-            sub,
-            "devices",
-            help="list what can be measured here, the power read now, and how to fix the rest",
-            epilog=_devices.EPILOG,
-            common=common,
-        )
-        _devices.configure_parser(devices)
-        devices.set_defaults(handler=_devices.run)
-
-    if only in (None, "plugins"):
-        from carbontrack.cli import _plugins
-
-        plugins = _sub(
-            sub,
-            "plugins",
-            help="list installed plugins with their distributions, versions and hooks",
-            epilog=_plugins.EPILOG,
-            common=common,
-        )
-        _plugins.configure_parser(plugins)
-        plugins.set_defaults(handler=_plugins.run)
-
-    for name, module_name, help_text, epilog in _MODULE_COMMANDS:
+    for name, module_name, help_text, epilog in _COMMANDS:
         if only not in (None, name):
             continue
         module = importlib.import_module(module_name)
-        p = _sub(sub, name, help=help_text, epilog=epilog, common=common)
+        p = _sub(
+            sub,
+            name,
+            help=help_text,
+            epilog=module.EPILOG if epilog is None else epilog,
+            common=common,
+        )
         module.configure_parser(p)
-        p.set_defaults(handler=module.run)
+        if name == "run":
+            p.usage = "carbontrack run [options] -- CMD [ARGS...]"
+        else:
+            p.set_defaults(handler=module.run)
     return parser
 
 
