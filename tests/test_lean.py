@@ -55,6 +55,12 @@ NOT_ON_FIRST_RUN = (
     "urllib.request",
     "http.client",
     "difflib",
+    # Values, modules and tables a run without epochs, jobs or printing never uses.
+    "carbontrack._model_later",
+    "carbontrack.predict",
+    "carbontrack._ledger",
+    "carbontrack.equivalents",
+    "datetime",
 )
 
 
@@ -189,3 +195,45 @@ def test_cpu_table_lookup_agrees_with_a_full_index_for_every_row_in_any_word_ord
                 hit = index.get(frozenset(norm.split()))
                 want = None if hit is None else (*hit, "words")
             assert (None if got is None else (got.name, got.tdp_w, got.how)) == want, model
+
+
+def test_the_values_loaded_later_are_carbontrack_model_values() -> None:
+    # Loaded on first use, they must still be the model's: same objects under both names,
+    # reprs and pickles naming carbontrack.model, and Report.from_dict able to rebuild them.
+    import pickle
+
+    import carbontrack
+    from carbontrack import model
+
+    epoch = model.EpochRecord(index=1, started_at=0.0, duration_s=1.0, energy_j=2.0, co2eq_g=0.1)
+    assert carbontrack.EpochRecord is model.EpochRecord
+    assert type(epoch).__module__ == "carbontrack.model"
+    assert pickle.loads(pickle.dumps(epoch)) == epoch
+    report = model.Report(
+        run_id="r",
+        started_at=0.0,
+        duration_s=1.0,
+        energy_j=2.0,
+        pue=1.0,
+        facility_energy_j=2.0,
+        co2eq_g=0.1,
+        intensity=model.Intensity(g_per_kwh=100.0, source="test"),
+        location=model.Location(country="DK"),
+        epochs=(epoch,),
+        command=model.Command(argv=("python",), exit_code=0),
+    )
+    assert model.Report.from_dict(json.loads(json.dumps(report.to_dict()))) == report
+    # In a fresh process, rebuilding loads them first (the type hints name them).
+    probe = (
+        "import json, sys\nfrom carbontrack.model import Report\n"
+        "r = Report.from_dict(json.loads(sys.stdin.read()))\n"
+        "print(type(r.epochs[0]).__name__, type(r.command).__name__)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        input=json.dumps(report.to_dict()),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.split() == ["EpochRecord", "Command"]

@@ -20,9 +20,11 @@ __all__ = ["EXPECTED", "WORLD_CODES", "gb_postcode", "parse_location"]
 #: Codes that ask for the world average on purpose.
 WORLD_CODES = frozenset({"WORLD", "WLD"})
 
-_ZONE_SUFFIX = re.compile(r"[A-Z0-9]+(?:-[A-Z0-9]+)*")
+# A pattern string, not a compiled pattern: ``re`` compiles it on first use and caches it, so
+# a run that never needs it never pays for it (docs/performance.md, "Start-up").
+_ZONE_SUFFIX = r"[A-Z0-9]+(?:-[A-Z0-9]+)*"
 # The outward part of a UK postcode (RG10, SW1A, M1): what the GB API takes for regions.
-_OUTWARD_POSTCODE = re.compile(r"[A-Z]{1,2}[0-9][0-9A-Z]?")
+_OUTWARD_POSTCODE = r"[A-Z]{1,2}[0-9][0-9A-Z]?"
 _DK_AREAS = ("DK1", "DK2")
 
 EXPECTED = (
@@ -58,7 +60,7 @@ def parse_location(code: str, *, source: str = "setting", origin: str = "locatio
         return Location(country=row.iso2 or row.iso3, region=None, source=source)
     prefix, dash, suffix = upper.partition("-")
     row = table.get(prefix) if dash and len(prefix) <= 3 else None
-    if row is None or not _ZONE_SUFFIX.fullmatch(suffix):
+    if row is None or not re.fullmatch(_ZONE_SUFFIX, suffix):
         matches = table.close_matches(prefix if dash and len(prefix) <= 3 else text, n=3)
         raise _invalid(code, origin, matches)
     country = row.iso2 or row.iso3
@@ -72,4 +74,4 @@ def gb_postcode(location: Location) -> str | None:
     if location.country != "GB" or not location.region:
         return None
     suffix = location.region.partition("-")[2]
-    return suffix if _OUTWARD_POSTCODE.fullmatch(suffix) else None
+    return suffix if re.fullmatch(_OUTWARD_POSTCODE, suffix) else None

@@ -18,15 +18,17 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import attrs
 import pluggy
 
 from carbontrack import _entrypoints, hookspecs
 from carbontrack._lookup import new_lookup
 from carbontrack.errors import InvalidOption, PluginLoadError
-from carbontrack.model import PluginFailure, check_intensity, check_location
+from carbontrack.model import check_intensity, check_location
+
+if TYPE_CHECKING:
+    from carbontrack.model import PluginFailure
 
 __all__ = [
     "BUILTIN_PLUGINS",
@@ -79,9 +81,12 @@ def _load_object(spec: str) -> object:
     return factory() if isinstance(factory, type) else factory
 
 
-@attrs.frozen
-class PluginInfo:
-    """A registered or blocked plugin, as ``carbontrack plugins`` lists it."""
+class PluginInfo(NamedTuple):
+    """A registered or blocked plugin, as ``carbontrack plugins`` lists it.
+
+    A named tuple, not an attrs class: this module loads at every run's start, where each attrs
+    class costs about half a millisecond to generate.
+    """
 
     name: str
     distribution: str | None
@@ -471,6 +476,8 @@ class PluginHost:
             if previous is not None and isinstance(exc, PluginStuck):
                 error = previous.error  # the overrun that made it stuck says more
             count = previous.count + 1 if previous else 1
+            from carbontrack.model import PluginFailure  # loaded by the first failure only
+
             self._failures[key] = PluginFailure(plugin=plugin, hook=hook, error=error, count=count)
         if previous is None and log:
             if isinstance(exc, PluginTimeout):

@@ -35,18 +35,19 @@ SECRET_WORDS = ("token", "key", "password", "passwd", "pwd", "secret", "credenti
 # or echoed by a server). Prefixes from the vendors' documented formats: Hugging Face ``hf_``,
 # OpenAI/Anthropic ``sk-``, GitHub ``ghp_``/``gho_``/``ghu_``/``ghs_``/``ghr_``/``github_pat_``,
 # AWS access key ids ``AKIA``/``ASIA``, Slack ``xox?-``, GitLab ``glpat-``, W&B keys are 40 hex.
-_TOKEN_SHAPES = re.compile(
+# A pattern string, not a compiled pattern: ``re`` compiles it on first use and caches it, so
+# a run that never needs it never pays for it (docs/performance.md, "Start-up").
+_TOKEN_SHAPES = (
     r"\b(?:hf_[A-Za-z0-9]{8,}|sk-[A-Za-z0-9_\-]{16,}|gh[pousr]_[A-Za-z0-9]{16,}"
     r"|github_pat_[A-Za-z0-9_]{16,}|(?:AKIA|ASIA)[A-Z0-9]{16}|xox[abposr]-[A-Za-z0-9\-]{8,}"
     r"|glpat-[A-Za-z0-9_\-]{16,})"
 )
 # ``scheme://user:password@host``: the password part.
-_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*:)[^/\s@]+(?=@)")
+_URL_PASSWORD = r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*:)[^/\s@]+(?=@)"
 # ``?api_key=x`` / ``&token=x`` in a URL or a message: the value of a secret-named parameter.
-_QUERY_SECRET = re.compile(
-    r"(?P<head>[?&;](?:[A-Za-z0-9_.\-]*(?:token|key|password|passwd|secret|auth)"
-    r"[A-Za-z0-9_.\-]*)=)[^&#\s;\"']+",
-    re.IGNORECASE,
+_QUERY_SECRET = (
+    r"(?i)(?P<head>[?&;](?:[A-Za-z0-9_.\-]*(?:token|key|password|passwd|secret|auth)"
+    r"[A-Za-z0-9_.\-]*)=)[^&#\s;\"']+"
 )
 
 
@@ -58,9 +59,9 @@ def is_secret_name(name: str) -> bool:
 
 
 def _shapes(text: str) -> str:
-    text = _TOKEN_SHAPES.sub(MASK, text)
-    text = _QUERY_SECRET.sub(lambda m: m.group("head") + MASK, text)
-    return _URL_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
+    text = re.sub(_TOKEN_SHAPES, MASK, text)
+    text = re.sub(_QUERY_SECRET, lambda m: m.group("head") + MASK, text)
+    return re.sub(_URL_PASSWORD, lambda m: m.group("head") + MASK, text)
 
 
 def redact_text(text: str, secrets: Iterable[str | None] = ()) -> str:

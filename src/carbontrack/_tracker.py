@@ -17,13 +17,11 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 import attrs
 
-from carbontrack import predict as _predict
 from carbontrack._job import JobInfo
-from carbontrack._ledger import Ledger, default_store
 from carbontrack._safe import safe
 from carbontrack._sampler import DeviceTotal, Sampler
 from carbontrack._version import __version__
@@ -31,24 +29,31 @@ from carbontrack.errors import BudgetExceeded, UsageError
 from carbontrack.model import (
     J_PER_KWH,
     METHODS,
-    Command,
     ComponentEnergy,
     Device,
     DeviceEnergy,
-    EpochRecord,
     Intensity,
-    JobReport,
     Location,
-    Prediction,
-    RankEnergy,
     Report,
     RunInfo,
-    Sample,
     Unavailable,
     check_device,
     component_of,
 )
 from carbontrack.settings import Settings, make_settings
+
+if TYPE_CHECKING:
+    from carbontrack._ledger import Ledger
+
+    # Imported where first used at run time: a plain run builds none of these, and loading them
+    # costs milliseconds (carbontrack._model_later).
+    from carbontrack.model import (
+        Command,
+        EpochRecord,
+        JobReport,
+        Prediction,
+        Sample,
+    )
 
 __all__ = ["Tracker", "track", "track_epochs"]
 
@@ -131,6 +136,13 @@ def _device_energy(total: DeviceTotal, detail: str = "") -> DeviceEnergy:
         dropped=total.dropped,
         detail=detail,
     )
+
+
+def _default_store() -> Any:
+    # The ledger module is imported only by runs that are part of a job.
+    from carbontrack._ledger import default_store
+
+    return default_store()
 
 
 class Tracker:
@@ -475,6 +487,8 @@ class Tracker:
         now = self._sampler.read()
         energy = self._sampler.total_j() - e0
         by1 = self._by_component()
+        from carbontrack.model import EpochRecord
+
         record = EpochRecord(
             index=len(self._epochs) + 1,
             started_at=wall0,
@@ -518,6 +532,8 @@ class Tracker:
             return None
         last = epochs[-1]
         now_wall = last.started_at + last.duration_s
+        from carbontrack import predict as _predict
+
         predict = functools.partial(
             _predict.predict,
             tuple(epochs),
@@ -699,7 +715,7 @@ class Tracker:
     # -- jobs of many processes ------------------------------------------------------------
 
     # Where the job's store comes from; the benchmark of simulated ranks replaces it.
-    _store_finder: Callable[[], Any] = staticmethod(default_store)
+    _store_finder: Callable[[], Any] = staticmethod(_default_store)
 
     @property
     def _predicts_for_job(self) -> bool:
@@ -775,6 +791,8 @@ class Tracker:
         co2eq_g: float,
         now: float,
     ) -> JobReport:
+        from carbontrack.model import JobReport, RankEnergy
+
         job = self._job
         assert job is not None
         entry = RankEnergy(
@@ -874,6 +892,8 @@ class Tracker:
         devices = tuple(_device_energy(t) for t in self._sampler.totals())
         energy = sum(d.energy_j for d in devices)
         intensity = self._intensity
+        from carbontrack.model import Sample
+
         return Sample(
             run_id=self.run_id,
             at=now,

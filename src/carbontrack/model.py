@@ -11,11 +11,27 @@ import re
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any, TypeVar, Union, get_args, get_origin
 
 import attrs
 
 from carbontrack._job import JobInfo
+from carbontrack._model_base import METHODS, DeviceEnergy, Location
+
+# Re-exported for annotations elsewhere (carbontrack.testing, plugins), as before the move.
+from carbontrack._model_base import Method as Method  # noqa: PLC0414
+
+if TYPE_CHECKING:
+    from carbontrack._model_later import (
+        Command,
+        EpochRecord,
+        JobReport,
+        NodeEnergy,
+        PluginFailure,
+        Prediction,
+        RankEnergy,
+        Sample,
+    )
 
 __all__ = [
     "METHODS",
@@ -49,11 +65,6 @@ __all__ = [
 #: Version of the report layout; bumped when a field changes meaning or disappears.
 SCHEMA_VERSION = 1
 
-#: How a device's energy is obtained: a cumulative hardware counter, sampled instantaneous
-#: power (integrated with the trapezoid rule), or a model estimate (never a measurement).
-METHODS = ("counter", "power", "model")
-
-Method = Literal["counter", "power", "model"]
 
 J_PER_KWH = 3.6e6
 
@@ -66,6 +77,36 @@ _KIND_TO_COMPONENT = {"dram": "cpu", "psys": "cpu"}
 def component_of(kind: str) -> str:
     """Return the component (``cpu``, ``gpu``, ...) that a device kind is counted under."""
     return _KIND_TO_COMPONENT.get(kind, kind)
+
+
+#: Values a plain run never builds, defined in ``carbontrack._model_later`` and loaded on first
+#: use (each attrs class costs about half a millisecond per process to generate).
+_LATER = frozenset(
+    {
+        "Command",
+        "EpochRecord",
+        "JobReport",
+        "NodeEnergy",
+        "PluginFailure",
+        "Prediction",
+        "RankEnergy",
+        "Sample",
+    }
+)
+
+
+def _load_later() -> None:
+    from carbontrack import _model_later
+
+    for name in _LATER:
+        globals()[name] = getattr(_model_later, name)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LATER:
+        _load_later()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _finite_non_negative(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -134,15 +175,6 @@ class Reading:
 
 
 @attrs.frozen
-class Location:
-    """Where the machine is: an ISO 3166 alpha-2 ``country`` and an optional grid ``region``."""
-
-    country: str | None
-    region: str | None = None
-    source: str = "unknown"
-
-
-@attrs.frozen
 class IntensityPoint:
     """Carbon intensity over ``[start_ts, end_ts)`` (Unix seconds); ``is_forecast`` marks a
     provider's forecast rather than a measured (or estimated past) value."""
@@ -175,32 +207,6 @@ class Intensity:
 
 
 @attrs.frozen
-class PluginFailure:
-    """A plugin raised while carbontrack called it; recorded instead of reaching user code."""
-
-    plugin: str
-    hook: str
-    error: str
-    count: int = 1
-
-
-@attrs.frozen
-class DeviceEnergy:
-    """What one device drew over the run, and how that figure was obtained."""
-
-    id: str
-    kind: str
-    name: str
-    backend: str
-    method: Method
-    energy_j: float
-    shared: bool = False
-    resets: int = 0
-    dropped: str | None = None
-    detail: str = ""
-
-
-@attrs.frozen
 class ComponentEnergy:
     """Energy of one component (``cpu`` covers packages and DRAM), summed over its devices."""
 
@@ -217,69 +223,6 @@ class ComponentEnergy:
 
 
 @attrs.frozen
-class Prediction:
-    """The predicted footprint of all ``epochs`` after ``after_epoch`` epochs were measured.
-
-    ``*_low``/``*_high`` bound a prediction interval at ``level`` (``None`` with one epoch).
-    ``g_per_kwh`` is the intensity the remaining epochs are predicted at (energy-weighted over
-    the intensity forecast when ``forecast_used``). ``best_start_ts`` is the start time in the
-    forecast horizon that minimises the CO2eq of the whole run, and ``best_start_saving_g``
-    what that saves against starting the whole run now (both ``None`` without a forecast).
-    ``trend`` says how a linear trend in epoch energy was handled (3 or more epochs in the
-    mean): ``"modelled"`` (the trend is clear: the remaining epochs follow the fitted line) or
-    ``"allowed for"`` (no clear trend: the mean, with an interval wide enough for a trend the
-    epochs cannot rule out); ``trend_j_per_epoch`` is the fitted slope.
-    """
-
-    after_epoch: int
-    epochs: int
-    duration_s: float
-    energy_j: float
-    co2eq_g: float
-    g_per_kwh: float
-    duration_s_low: float | None = None
-    duration_s_high: float | None = None
-    energy_j_low: float | None = None
-    energy_j_high: float | None = None
-    co2eq_g_low: float | None = None
-    co2eq_g_high: float | None = None
-    level: float | None = None
-    epochs_in_mean: int = 1
-    intensity_source: str = ""
-    forecast_used: bool = False
-    best_start_ts: float | None = None
-    best_start_saving_g: float | None = None
-    trend: str | None = None
-    trend_j_per_epoch: float | None = None
-
-
-@attrs.frozen
-class EpochRecord:
-    """One epoch: when it ran, how long, and what the devices drew (IT energy, before PUE)."""
-
-    index: int
-    started_at: float
-    duration_s: float
-    energy_j: float
-    co2eq_g: float
-    energy_by_component_j: Mapping[str, float] = attrs.field(factory=dict)
-
-
-@attrs.frozen
-class Command:
-    """The command ``carbontrack run`` measured: its command line and how it ended.
-
-    ``argv`` has secrets masked (``carbontrack._redact``). ``exit_code`` is what carbontrack
-    exited with: the command's own code, 128+N when signal N killed it (``signal`` names it);
-    ``None`` while it runs, so a checkpoint left by a killed carbontrack says the end is unknown.
-    """
-
-    argv: tuple[str, ...]
-    exit_code: int | None = None
-    signal: str | None = None
-
-
-@attrs.frozen
 class RunInfo:
     """What a run measures, known once it starts; given to writers at the start."""
 
@@ -293,98 +236,6 @@ class RunInfo:
     components: tuple[str, ...]
     job: JobInfo | None = None
     job_sequence: int = 0
-
-
-@attrs.frozen
-class RankEnergy:
-    """One process's own figures in a job's ledger (what it measured itself).
-
-    ``leader`` is true for the process that read its node's node-wide hardware; ``final`` is
-    false when the figures come from a checkpoint (the process was killed, or had not stopped
-    when rank 0 wrote the job's report).
-    """
-
-    rank: int
-    node: str
-    local_rank: int | None = None
-    pid: int = 0
-    leader: bool = False
-    started_at: float = 0.0
-    duration_s: float = 0.0
-    energy_j: float = 0.0
-    co2eq_g: float = 0.0
-    pue: float = 1.0
-    g_per_kwh: float = 0.0
-    location: Location | None = None
-    devices: tuple[DeviceEnergy, ...] = ()
-    epochs: tuple[EpochRecord, ...] = ()
-    final: bool = True
-
-
-@attrs.frozen
-class NodeEnergy:
-    """One node's share of a job: the energy its processes measured, and where it ran.
-
-    ``leader_rank`` is the rank that read the node-wide hardware, ``None`` when no such
-    figures arrived (then the node's CPU, DRAM and other node-wide energy is missing).
-    """
-
-    node: str
-    energy_j: float
-    co2eq_g: float
-    ranks: tuple[int, ...]
-    leader_rank: int | None
-    devices: tuple[str, ...] = ()
-    g_per_kwh: float = 0.0
-    location: Location | None = None
-
-
-@attrs.frozen
-class JobReport:
-    """A run's place in a multi-process job, and on rank 0 the job's ledger.
-
-    ``scope`` is ``"job"`` on rank 0 (the report's totals cover every node: ``nodes`` breaks
-    them down, ``ranks`` lists what each process measured) and ``"rank"`` on the other ranks
-    (their totals are their own: the GPUs they own, plus the node-wide hardware on a node
-    leader). ``measured_by`` says, on a process that read no node-wide hardware, which process
-    did. ``missing`` names, in words, what the job's figures lack (``partial``).
-    """
-
-    job_id: str
-    rank: int
-    world_size: int
-    node: str
-    local_rank: int | None = None
-    source: str = ""
-    scope: Literal["job", "rank"] = "rank"
-    measured_by: str = ""
-    ranks: tuple[RankEnergy, ...] = ()
-    nodes: tuple[NodeEnergy, ...] = ()
-    missing_ranks: tuple[int, ...] = ()
-    missing_nodes: tuple[str, ...] = ()
-    missing: tuple[str, ...] = ()
-    partial: bool = False
-    transport: str = ""
-
-
-@attrs.frozen
-class Sample:
-    """A light view of a running measurement after one background read (see the
-    ``carbontrack_sample`` hook): every device's energy so far, and the run's totals.
-
-    ``at`` is the sampler's monotonic clock (seconds; only differences mean anything) and
-    ``duration_s`` the time since the run started. ``co2eq_g`` uses the intensity known for the
-    whole window; the checkpoint and final reports weight it over time where a provider gives a
-    time series, so it can differ slightly from theirs.
-    """
-
-    run_id: str
-    at: float
-    duration_s: float
-    devices: tuple[DeviceEnergy, ...]
-    energy_j: float
-    co2eq_g: float
-    g_per_kwh: float
 
 
 @attrs.frozen
@@ -527,7 +378,9 @@ def _methodology(r: Report) -> str:
 #: Device kinds carbontrack knows; a plugin may use its own word (``psu``, ``soc``...) if it is a
 #: lower-case name that is not a variant of one of these (``CPU`` would escape de-duplication).
 KNOWN_KINDS = frozenset({"cpu", "dram", "gpu", "ane", "ram", "psys"})
-_KIND_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+# A pattern string, not a compiled pattern: ``re`` compiles it on first use and caches it, so
+# a run that never needs it never pays for it (docs/performance.md, "Start-up").
+_KIND_RE = r"[a-z][a-z0-9_-]{0,31}"
 
 #: The highest carbon intensity any grid has come near is ~1,100 g/kWh (lignite); a figure
 #: above this is garbage, not data.
@@ -576,7 +429,7 @@ def check_kind(kind: object) -> str | None:
         return None
     if kind.strip().lower() in KNOWN_KINDS:
         return f"Device.kind={kind!r} is not a kind: write {kind.strip().lower()!r}"
-    if not _KIND_RE.fullmatch(kind):
+    if not re.fullmatch(_KIND_RE, kind):
         return (
             f"Device.kind={kind!r:.100} is not a kind: expected one of "
             f"{', '.join(sorted(KNOWN_KINDS))} or a lower-case word of the plugin's own"
@@ -654,6 +507,7 @@ def _unstructure(value: Any) -> Any:
 
 
 def _structure(cls: type[T], data: Any) -> T:
+    _load_later()  # the hints name them (Report.epochs, .predictions, .job, ...)
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for f in attrs.fields(cls):  # type: ignore[arg-type]

@@ -201,7 +201,9 @@ def _check_gpu_ids(_inst: object, _attr: object, value: Any) -> None:
         raise _fail("gpu_ids", value, "at least one GPU index or UUID, or None for the default")
 
 
-_NUMBER_LIKE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+# A pattern string, not a compiled pattern: ``re`` compiles it on first use and caches it, so
+# a run that never needs it never pays for it (docs/performance.md, "Start-up").
+_NUMBER_LIKE = r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?"
 _GPU_IDS = "GPU indices (integers >= 0) or UUIDs, such as 0, [0, 1], '0,1' or 'GPU-8f3c...'"
 
 
@@ -224,7 +226,7 @@ def _to_gpu_ids(value: Any) -> tuple[str, ...] | None:
         parts = tuple(p.strip() for p in value.split(",") if p.strip())
         for part in parts:
             # A number must be an index: "3.5" or "-1" matches no GPU (UUIDs start "GPU-"/"MIG-").
-            if _NUMBER_LIKE.fullmatch(part) and not part.isdigit():
+            if re.fullmatch(_NUMBER_LIKE, part) and not part.isdigit():
                 raise _fail("gpu_ids", value, _GPU_IDS)
         return parts
     if isinstance(value, int | float | bool):
@@ -251,8 +253,11 @@ def _to_pue(value: Any) -> Any:
 #: figures are not published to the network unless the user names another address.
 PROMETHEUS_DEFAULT_HOST = "127.0.0.1"
 
-_HOSTNAME = re.compile(
-    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+# A pattern string, not a compiled pattern: ``re`` compiles it on first use and caches it, so
+# a run that never needs it never pays for it (docs/performance.md, "Start-up").
+_HOSTNAME = (
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 )
 
 
@@ -288,7 +293,7 @@ def parse_host_port(value: object, *, option: str = "prometheus") -> tuple[str, 
         host, _, port_text = text.rpartition(":")
         if ":" in host:
             raise _fail(option, value, expected, "Write an IPv6 address in brackets: '[::1]:9464'")
-        if host and not _HOSTNAME.match(host):
+        if host and not re.match(_HOSTNAME, host):
             raise _fail(option, value, expected, f"{host!r} is not a host name or IP address")
     if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
         raise _fail(option, value, expected)

@@ -31,10 +31,9 @@ import os
 import re
 import threading
 import time
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-
-import attrs
 
 from carbontrack.hookspecs import hookimpl
 from carbontrack.model import Device, Reading, Unavailable
@@ -98,13 +97,13 @@ def cpu_power_w(tdp_w: float, utilisation: float, idle_weight: float = 1.0) -> f
 
 # -- model strings and the TDP table --------------------------------------------------------
 
-_TRADEMARKS = re.compile(r"\((?:r|tm|c)\)|[®™]", re.IGNORECASE)
-_FREQUENCY = re.compile(r"@\s*[\d.]+\s*[gm]hz\b", re.IGNORECASE)
-_GENERATION = re.compile(r"\b\d+(?:st|nd|rd|th)\s+gen(?:eration)?\b", re.IGNORECASE)
-_CORE_COUNT = re.compile(
-    r"\b(?:\d+|dual|quad|six|eight|twelve|sixteen)-cores?(?:\s+processor)?\b", re.IGNORECASE
-)
-_GRAPHICS = re.compile(r"\s(?:with|w/)\s.*$", re.IGNORECASE)
+# Patterns, not compiled patterns: ``re`` compiles and caches each on first use, so a run whose
+# CPU is measured (RAPL) never pays for them (docs/performance.md, "Start-up").
+_TRADEMARKS = r"(?i)\((?:r|tm|c)\)|[®™]"
+_FREQUENCY = r"(?i)@\s*[\d.]+\s*[gm]hz\b"
+_GENERATION = r"(?i)\b\d+(?:st|nd|rd|th)\s+gen(?:eration)?\b"
+_CORE_COUNT = r"(?i)\b(?:\d+|dual|quad|six|eight|twelve|sixteen)-cores?(?:\s+processor)?\b"
+_GRAPHICS = r"(?i)\s(?:with|w/)\s.*$"
 _NOISE = frozenset({"processor", "cpu"})
 
 
@@ -115,19 +114,18 @@ def normalise_cpu_name(name: str) -> str:
     ``AMD EPYC 7742 64-Core Processor`` -> ``amd epyc 7742``;
     ``11th Gen Intel(R) Core(TM) i7-1185G7 @ 3.00GHz`` -> ``intel core i7-1185g7``.
     """
-    s = _TRADEMARKS.sub(" ", name)
-    s = _FREQUENCY.sub(" ", s)
-    s = _GENERATION.sub(" ", s)
-    s = _CORE_COUNT.sub(" ", s)
-    s = _GRAPHICS.sub(" ", s)
+    s = re.sub(_TRADEMARKS, " ", name)
+    s = re.sub(_FREQUENCY, " ", s)
+    s = re.sub(_GENERATION, " ", s)
+    s = re.sub(_CORE_COUNT, " ", s)
+    s = re.sub(_GRAPHICS, " ", s)
     s = s.lower().replace(",", " ")
     # "Core(TM)2 Duo" loses its trademark and must read as the table's "Core 2 Duo".
     s = re.sub(r"\bcore2\b", "core 2", s)
     return " ".join(w for w in s.split() if w not in _NOISE)
 
 
-@attrs.frozen
-class TdpMatch:
+class TdpMatch(typing.NamedTuple):
     """A table row matched to a model string: the row's ``name``, its TDP and how it matched."""
 
     name: str
@@ -212,8 +210,7 @@ def _powercap_root() -> Path:
     return Path(os.environ.get(POWERCAP_ROOT_ENV, "").strip() or "/sys/class/powercap")
 
 
-@attrs.frozen
-class CpuInfo:
+class CpuInfo(typing.NamedTuple):
     """What the machine says about its CPUs (``model`` is ``""`` when it says nothing)."""
 
     model: str
@@ -287,8 +284,7 @@ def read_cpu_info(proc_root: Path | None = None) -> CpuInfo:
     )
 
 
-@attrs.frozen
-class TdpChoice:
+class TdpChoice(typing.NamedTuple):
     """The rated power used for the whole machine and where it came from."""
 
     total_w: float

@@ -23,8 +23,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import attrs
-
 from carbontrack.hookspecs import hookimpl
 from carbontrack.model import Device, Reading, Unavailable
 from carbontrack.settings import Settings
@@ -167,13 +165,20 @@ def _describe_error(exc: BaseException) -> str:
 # -- session and GPUs ----------------------------------------------------------------------
 
 
-@attrs.define(eq=False)
+# The records below are plain slotted classes, not attrs classes: each attrs class costs about
+# half a millisecond per process to generate, paid by every run that imports this backend even
+# where no NVIDIA GPU exists (docs/performance.md, "Start-up").
+
+
 class _Session:
     """One ``nvmlInit``; shut down exactly once, whatever happens."""
 
-    nvml: Any
-    _closed: bool = False
-    _lock: threading.Lock = attrs.field(factory=threading.Lock)
+    __slots__ = ("_closed", "_lock", "nvml")
+
+    def __init__(self, nvml: Any) -> None:
+        self.nvml = nvml
+        self._closed = False
+        self._lock = threading.Lock()
 
     def shutdown(self) -> None:
         with self._lock:
@@ -186,36 +191,78 @@ class _Session:
             logger.debug("nvmlShutdown failed", exc_info=True)
 
 
-@attrs.define(eq=False)
 class _Gpu:
     """A physical GPU as discovery saw it."""
 
-    handle: Any
-    uuid: str
-    model: str
-    bus_id: str
-    bus: tuple[int, int, int]
-    mig_enabled: bool
-    mig_uuids: tuple[str, ...]
-    mig_handles: tuple[Any, ...]
-    smi_index: int = -1
-    c2c: bool = False  # a Grace superchip: the energy counter covers the whole module
-    architecture: int | None = None
+    __slots__ = (
+        "architecture",
+        "bus",
+        "bus_id",
+        "c2c",
+        "handle",
+        "mig_enabled",
+        "mig_handles",
+        "mig_uuids",
+        "model",
+        "smi_index",
+        "uuid",
+    )
+
+    def __init__(
+        self,
+        *,
+        handle: Any,
+        uuid: str,
+        model: str,
+        bus_id: str,
+        bus: tuple[int, int, int],
+        mig_enabled: bool,
+        mig_uuids: tuple[str, ...],
+        mig_handles: tuple[Any, ...],
+        smi_index: int = -1,
+        c2c: bool = False,  # a Grace superchip: the energy counter covers the whole module
+        architecture: int | None = None,
+    ) -> None:
+        self.handle = handle
+        self.uuid = uuid
+        self.model = model
+        self.bus_id = bus_id
+        self.bus = bus
+        self.mig_enabled = mig_enabled
+        self.mig_uuids = mig_uuids
+        self.mig_handles = mig_handles
+        self.smi_index = smi_index
+        self.c2c = c2c
+        self.architecture = architecture
+
+    def __repr__(self) -> str:
+        return f"_Gpu(uuid={self.uuid!r}, model={self.model!r}, bus_id={self.bus_id!r})"
 
 
-@attrs.define(eq=False)
 class _Handle:
     """What a Device carries: the session, the NVML handle and why reads stopped (if so)."""
 
-    session: _Session
-    handle: Any
-    label: str
-    lost: str | None = None
-    late: _Late | None = None
-    buffer: _PowerBuffer | None = None
+    __slots__ = ("buffer", "handle", "label", "late", "lost", "session")
+
+    def __init__(
+        self,
+        *,
+        session: _Session,
+        handle: Any,
+        label: str,
+        buffer: _PowerBuffer | None = None,
+    ) -> None:
+        self.session = session
+        self.handle = handle
+        self.label = label
+        self.lost: str | None = None
+        self.late: _Late | None = None
+        self.buffer = buffer
+
+    def __repr__(self) -> str:
+        return f"_Handle(label={self.label!r}, lost={self.lost!r})"
 
 
-@attrs.define(eq=False)
 class _PowerBuffer:
     """Energy of a power-only GPU from the driver's power sample buffer (nvmlDeviceGetSamples).
 
@@ -224,12 +271,15 @@ class _PowerBuffer:
     an edge is not a sample late. What is reported never goes down.
     """
 
-    t_us: int | None = None  # committed up to this time stamp
-    w: float = 0.0  # the power there
-    seen_us: int = 0  # the newest time stamp fetched
-    energy_j: float = 0.0
-    reported_j: float = 0.0
-    samples: int = 0
+    __slots__ = ("energy_j", "reported_j", "samples", "seen_us", "t_us", "w")
+
+    def __init__(self) -> None:
+        self.t_us: int | None = None  # committed up to this time stamp
+        self.w = 0.0  # the power there
+        self.seen_us = 0  # the newest time stamp fetched
+        self.energy_j = 0.0
+        self.reported_j = 0.0
+        self.samples = 0
 
     def update(self, nvml: Any, handle: Any) -> float:
         now_us = round(_wall_s() * 1e6)
@@ -260,19 +310,21 @@ class _PowerBuffer:
         return self.reported_j
 
 
-@attrs.define(eq=False)
 class _Late:
     """A GPU counted only from when the tracked processes first run on it (late attribution)."""
 
-    watch: _Watch
-    gpu: _Gpu
-    frozen_j: float  # the counter at discovery (0 for a power-only GPU): reported while unused
-    counting: bool = False
-    offset_j: float | None = None  # raw counter minus what is reported; None before counting
-    last_raw_j: float = 0.0
+    __slots__ = ("counting", "frozen_j", "gpu", "last_raw_j", "offset_j", "watch")
+
+    def __init__(self, watch: _Watch, gpu: _Gpu, *, frozen_j: float) -> None:
+        self.watch = watch
+        self.gpu = gpu
+        # The counter at discovery (0 for a power-only GPU): reported while unused.
+        self.frozen_j = frozen_j
+        self.counting = False
+        self.offset_j: float | None = None  # raw counter minus what is reported, once counting
+        self.last_raw_j = 0.0
 
 
-@attrs.define(eq=False)
 class _Watch:
     """Late attribution for ``devices_by_pid``: which GPUs the tracked processes have used.
 
@@ -281,12 +333,15 @@ class _Watch:
     frozen counter (0 J) until the process tree is seen in its process list.
     """
 
-    session: _Session
-    pid: int
-    proc_root: Path
-    checked_at: float
-    gpus: list[_Late] = attrs.field(factory=list)
-    gave_up: bool = False
+    __slots__ = ("checked_at", "gave_up", "gpus", "pid", "proc_root", "session")
+
+    def __init__(self, session: _Session, pid: int, proc_root: Path, *, checked_at: float) -> None:
+        self.session = session
+        self.pid = pid
+        self.proc_root = proc_root
+        self.checked_at = checked_at
+        self.gpus: list[_Late] = []
+        self.gave_up = False
 
     def update(self) -> None:
         """Check the unused GPUs' process lists (throttled); start counting where ours appear."""
@@ -408,8 +463,7 @@ def _is_superchip(nvml: Any, handle: Any) -> bool:
 # -- which GPUs ----------------------------------------------------------------------------
 
 
-@attrs.frozen
-class _Choice:
+class _Choice(typing.NamedTuple):
     gpus: tuple[_Gpu, ...]
     how: str
     unavailable: tuple[Unavailable, ...] = ()

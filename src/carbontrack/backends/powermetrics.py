@@ -14,11 +14,10 @@ import platform
 import shutil
 import threading
 import time
+import typing
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
-
-import attrs
 
 from carbontrack.hookspecs import hookimpl
 from carbontrack.model import Device, Reading, Unavailable
@@ -91,8 +90,7 @@ class SampleError(ValueError):
     """A plist document that is not a usable powermetrics sample."""
 
 
-@attrs.frozen
-class Sample:
+class Sample(typing.NamedTuple):
     """One powermetrics sample: energy by device kind (J), and where each figure came from.
 
     ``sources[kind]`` is ``"energy"`` (the ``*_energy`` field, mJ) or ``"power"`` (``*_power``
@@ -299,12 +297,11 @@ def _stop_process(
         )
 
 
-@attrs.frozen
-class _Snapshot:
+class _Snapshot(typing.NamedTuple):
     joules: Mapping[str, float]
     error: str | None
     #: Kinds the samples do not carry, with the reason (their reads fail; the others measure).
-    missing: Mapping[str, str] = attrs.field(factory=dict)
+    missing: Mapping[str, str]
 
 
 def _split_documents(buffer: bytes) -> tuple[list[bytes], bytes]:
@@ -484,7 +481,7 @@ class PowermetricsSession:
                     self._final_given = True
                     self._update_reported(now, in_flight=False)
                     return _Snapshot(dict(self._reported), None, dict(self._missing))
-                return _Snapshot({}, self._exit)
+                return _Snapshot({}, self._exit, {})
             age = now - self._last_sample_t
             if age <= self.stale_after_s:
                 self._update_reported(now, in_flight=True)
@@ -501,7 +498,7 @@ class PowermetricsSession:
             logger.info(
                 "carbontrack: %s; its CPU, GPU and ANE readings fail until it sends again", error
             )
-        return _Snapshot({}, error)
+        return _Snapshot({}, error, {})
 
     def _update_reported(self, now: float, *, in_flight: bool) -> None:
         # Called with the lock held and the origin set.

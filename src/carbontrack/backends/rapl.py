@@ -9,10 +9,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import typing
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-
-import attrs
 
 from carbontrack.hookspecs import hookimpl
 from carbontrack.model import Device, Reading, Unavailable
@@ -48,14 +47,15 @@ UDEV_APPLY = "sudo udevadm control --reload && sudo udevadm trigger --subsystem-
 
 # Zone directories: ``intel-rapl:<hex id>`` at the top, ``intel-rapl:<hex>:<hex>`` below.
 # ``intel-rapl-mmio:*`` duplicates the package counters and never matches.
-_ZONE_DIR = re.compile(r"intel-rapl(?::[0-9a-f]+){1,2}")
-_PACKAGE = re.compile(r"package-(\d+)(-die-\d+)?")
-_PSYS = re.compile(r"psys(-\d+)?")
-_COUNTER = re.compile(rb"\s*(\d{1,20})\s*")
+# Patterns, not compiled patterns: ``re`` compiles and caches each on first use, so a machine
+# without RAPL never pays for them (docs/performance.md, "Start-up").
+_ZONE_DIR = r"intel-rapl(?::[0-9a-f]+){1,2}"
+_PACKAGE = r"package-(\d+)(-die-\d+)?"
+_PSYS = r"psys(-\d+)?"
+_COUNTER = rb"\s*(\d{1,20})\s*"
 
 
-@attrs.frozen
-class Zone:
+class Zone(typing.NamedTuple):
     """One powercap zone as found: ``zone_id`` (``intel-rapl:0:0``), ``name`` and directory."""
 
     zone_id: str
@@ -78,8 +78,7 @@ class Zone:
         return self.path / "energy_uj"
 
 
-@attrs.frozen
-class _Counter:
+class _Counter(typing.NamedTuple):
     # The Device.handle of a RAPL device: the file read at every tick and its wrap range.
     energy_file: str
     wrap_j: float | None
@@ -99,7 +98,7 @@ def _zone_dirs(directory: Path) -> list[Path]:
         entries = sorted(os.listdir(directory))
     except OSError:
         return []
-    return [directory / e for e in entries if _ZONE_DIR.fullmatch(e)]
+    return [directory / e for e in entries if re.fullmatch(_ZONE_DIR, e)]
 
 
 def _candidates(root: Path) -> Iterable[Path]:
@@ -137,8 +136,7 @@ def find_zones(root: Path | None = None) -> list[Zone]:
     return sorted(zones, key=lambda z: _hex_key(z.zone_id))
 
 
-@attrs.frozen
-class _Wanted:
+class _Wanted(typing.NamedTuple):
     zone: Zone
     device_id: str
     kind: str
@@ -150,9 +148,9 @@ def _select(zones: Sequence[Zone], *, psys: bool) -> list[_Wanted]:
     platforms: dict[str, Zone] = {}
     drams: dict[str, Zone] = {}
     for zone in zones:
-        if zone.is_top and _PACKAGE.fullmatch(zone.name):
+        if zone.is_top and re.fullmatch(_PACKAGE, zone.name):
             packages.setdefault(zone.name, zone)  # one zone per name: duplicates are one counter
-        elif zone.is_top and _PSYS.fullmatch(zone.name):
+        elif zone.is_top and re.fullmatch(_PSYS, zone.name):
             platforms.setdefault(zone.name, zone)
         elif not zone.is_top and zone.name == "dram":
             drams.setdefault(zone.top_id, zone)
@@ -184,7 +182,7 @@ def _read_counter_uj(path: Path | str) -> int:
         data = os.read(fd, 64)
     finally:
         os.close(fd)
-    match = _COUNTER.fullmatch(data)
+    match = re.fullmatch(_COUNTER, data)
     if match is None:
         raise ValueError(f"{path} holds {data[:40]!r}, not a counter in µJ")
     return int(match.group(1))
@@ -200,14 +198,14 @@ def _drop_die_mirrors(wanted: list[_Wanted]) -> list[_Wanted]:
     # that lands between the reads (the hardware updates every ~1 ms).
     kept: list[_Wanted] = []
     for item in wanted:
-        die = _PACKAGE.fullmatch(item.zone.name)
+        die = re.fullmatch(_PACKAGE, item.zone.name)
         if item.kind != "cpu" or die is None or die.group(2) is None:
             kept.append(item)
             continue
         socket = die.group(1)
         mirror_of = None
         for other in kept:
-            other_die = _PACKAGE.fullmatch(other.zone.name)
+            other_die = re.fullmatch(_PACKAGE, other.zone.name)
             if other_die is None or other_die.group(1) != socket or other.kind != "cpu":
                 continue
             try:

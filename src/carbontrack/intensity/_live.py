@@ -18,14 +18,13 @@ it gave at the start, saying so.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import attrs
 
@@ -56,8 +55,6 @@ FORECAST_HOURS = 48
 #: A window ending this far past the clock is a prediction's, answered from the forecast (the
 #: end of a run is "now" to within clock drift between the monotonic and the wall clock).
 FUTURE_MARGIN_S = 2.0
-
-UTC = dt.UTC
 
 #: Largest carbon intensity taken from a provider, g/kWh: the dirtiest grids (lignite, oil on
 #: islands) are near 1,200; a value this far above is a unit error or a broken answer.
@@ -109,9 +106,12 @@ def _value(value: Any, title: str, what: str) -> float:
 
 def _ts(text: str) -> float:
     """Unix seconds of an ISO 8601 timestamp; one without a zone is UTC."""
+    # datetime is imported where a provider answers, not with the module: most runs ask none.
+    import datetime as dt
+
     value = dt.datetime.fromisoformat(text)
     if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
+        value = value.replace(tzinfo=dt.UTC)
     return value.timestamp()
 
 
@@ -134,8 +134,10 @@ def weighted_mean(points: Sequence[IntensityPoint], start: float, end: float) ->
     return sum(w * p.g_per_kwh for w, p in zip(weights, points, strict=True)) / total
 
 
-@attrs.frozen
-class _Call:
+class _Call(NamedTuple):
+    # A named tuple, not an attrs class: attrs classes cost about half a millisecond each to
+    # generate in every process (docs/performance.md, "Start-up").
+
     location: Location
     start: float
     end: float
@@ -406,7 +408,9 @@ _GB_MAX_RANGE_S = 14 * 86400.0
 
 
 def _gb_time(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, UTC).strftime(_GB_FMT)
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime(_GB_FMT)
 
 
 def _gb_items(payload: dict[str, Any]) -> list[dict[str, Any]]:
@@ -499,6 +503,8 @@ _DK_AREAS = ("DK1", "DK2")
 def _danish_time(ts: float, *, end: bool = False) -> str:
     """Energi Data Service reads ``start``/``end`` in Danish local time; ``end=True`` for the
     end of a window."""
+    import datetime as dt
+
     try:
         from zoneinfo import ZoneInfo
 

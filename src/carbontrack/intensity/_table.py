@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any
-
-import attrs
+from typing import Any, NamedTuple
 
 __all__ = [
     "CountryIntensity",
@@ -20,8 +18,12 @@ __all__ = [
 ]
 
 
-@attrs.frozen
-class CountryIntensity:
+# A named tuple and a plain class, not attrs classes: generating an attrs class costs about
+# half a millisecond in every process that imports this module, and most runs never read the
+# rows (docs/performance.md, "Start-up").
+
+
+class CountryIntensity(NamedTuple):
     """One row of the table: a country's intensity in its latest year with data."""
 
     iso3: str
@@ -33,12 +35,15 @@ class CountryIntensity:
     source: str
 
 
-@attrs.frozen
 class Table:
     """The whole table with its metadata (source, release, licence, world value)."""
 
-    rows: tuple[CountryIntensity, ...]
-    meta: dict[str, Any] = attrs.field(eq=False)
+    def __init__(self, *, rows: tuple[CountryIntensity, ...], meta: dict[str, Any]) -> None:
+        self.rows = rows
+        self.meta = meta
+
+    def __repr__(self) -> str:
+        return f"Table(<{len(self.rows)} rows>, release={self.meta.get('release')!r})"
 
     @functools.cached_property
     def _index(self) -> dict[str, CountryIntensity]:

@@ -11,13 +11,16 @@ import sys
 import textwrap
 import time
 from collections.abc import Container, Mapping
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from carbontrack.equivalents import format_equivalents
 from carbontrack.hookspecs import hookimpl
-from carbontrack.model import Command, EpochRecord, Prediction, Report, RunInfo
+from carbontrack.model import Report, RunInfo
 from carbontrack.paths import run_log_path
 from carbontrack.settings import Settings
+
+if TYPE_CHECKING:
+    # Annotations only: a run without epochs never loads them (carbontrack._model_later).
+    from carbontrack.model import Command, EpochRecord, Prediction
 
 __all__ = [
     "ConsoleWriter",
@@ -117,6 +120,9 @@ def format_prediction(
             "  trend: none clear; the interval allows for one these epochs cannot rule out"
         )
     if equivalents:
+        # Imported here: a run that prints nothing never needs the table of equivalents.
+        from carbontrack.equivalents import format_equivalents
+
         lines.append(f"  that is about {format_equivalents(p.co2eq_g)}")
     if p.best_start_ts is not None and p.best_start_saving_g is not None:
         if p.best_start_saving_g > 0:
@@ -195,6 +201,8 @@ def format_report(
             + (f" of {report.epochs_planned}" if report.epochs_planned else "")
         )
     if equivalents:
+        from carbontrack.equivalents import format_equivalents
+
         lines.append(f"  that is about {format_equivalents(report.co2eq_g)}")
     # The first prediction is the one the user acted on; the latest is the best informed.
     for p in dict.fromkeys(report.predictions[:1] + report.predictions[-1:]):

@@ -16,12 +16,17 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from carbontrack import _files
 from carbontrack.hookspecs import hookimpl
-from carbontrack.model import J_PER_KWH, EpochRecord, Prediction, Report, RunInfo, component_of
+from carbontrack.model import J_PER_KWH, Report, RunInfo, component_of
 from carbontrack.paths import log_dir
 from carbontrack.settings import Settings
+
+if TYPE_CHECKING:
+    # Annotations only: a run without epochs never loads them (carbontrack._model_later).
+    from carbontrack.model import EpochRecord, Prediction
 
 __all__ = [
     "COMPONENT_COLUMNS",

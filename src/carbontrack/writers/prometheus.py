@@ -8,6 +8,7 @@ the end, for batch jobs too short to be scraped. Needs ``pip install 'carbontrac
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import threading
@@ -18,14 +19,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from carbontrack.hookspecs import hookimpl
-from carbontrack.model import (
-    DeviceEnergy,
-    EpochRecord,
-    Prediction,
-    Report,
-    RunInfo,
-    Sample,
-)
+from carbontrack.model import DeviceEnergy, Report, RunInfo
 from carbontrack.settings import (
     EXPORTER_ENV,
     Settings,
@@ -35,6 +29,9 @@ from carbontrack.settings import (
 
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
+
+    # Annotations only: a run without epochs never loads them (carbontrack._model_later).
+    from carbontrack.model import EpochRecord, Prediction, Sample
 
 __all__ = ["DEVICE_LABELS", "JOB", "METRICS", "PrometheusWriter", "with_config_file"]
 
@@ -105,26 +102,40 @@ def _device_key(d: DeviceEnergy) -> tuple[str, str]:
     return (d.backend, d.id)
 
 
-@attrs.define
 class _State:
-    """What the collector serves; replaced under the exporter's lock, read as a copy."""
+    """What the collector serves; replaced under the exporter's lock, read as a copy.
 
-    run_id: str
-    labels: dict[tuple[str, str], tuple[str, ...]] = attrs.field(factory=dict)
-    energy_j: dict[tuple[str, str], float] = attrs.field(factory=dict)
-    power_w: dict[tuple[str, str], float] = attrs.field(factory=dict)
-    estimated: dict[tuple[str, str], bool] = attrs.field(factory=dict)
-    last_at: float | None = None
-    last_energy_j: dict[tuple[str, str], float] = attrs.field(factory=dict)
-    co2eq_g: float = 0.0
-    facility_energy_j: float = 0.0
-    g_per_kwh: float | None = None
-    pue: float = 1.0
-    duration_s: float = 0.0
-    finished: bool = False
-    epochs: int = 0
-    epochs_planned: int | None = None
-    prediction: Prediction | None = None
+    A plain class, not attrs: this module loads with every run (the plugin is built in), and
+    generating an attrs class costs about half a millisecond per process.
+    """
+
+    def __init__(self, *, run_id: str, pue: float = 1.0, epochs_planned: int | None = None) -> None:
+        self.run_id = run_id
+        self.labels: dict[tuple[str, str], tuple[str, ...]] = {}
+        self.energy_j: dict[tuple[str, str], float] = {}
+        self.power_w: dict[tuple[str, str], float] = {}
+        self.estimated: dict[tuple[str, str], bool] = {}
+        self.last_at: float | None = None
+        self.last_energy_j: dict[tuple[str, str], float] = {}
+        self.co2eq_g = 0.0
+        self.facility_energy_j = 0.0
+        self.g_per_kwh: float | None = None
+        self.pue = pue
+        self.duration_s = 0.0
+        self.finished = False
+        self.epochs = 0
+        self.epochs_planned = epochs_planned
+        self.prediction: Prediction | None = None
+
+    def copy(self) -> _State:
+        """A copy whose dicts are its own (``last_energy_j`` left empty: only updates use it)."""
+        new = copy.copy(self)
+        new.labels = dict(self.labels)
+        new.energy_j = dict(self.energy_j)
+        new.power_w = dict(self.power_w)
+        new.estimated = dict(self.estimated)
+        new.last_energy_j = {}
+        return new
 
 
 class _Collector:
@@ -252,15 +263,7 @@ class _Exporter:
     def state_copy(self) -> _State:
         """A copy of the state that the scrape thread may read at leisure."""
         with self._lock:
-            s = self._state
-            return attrs.evolve(
-                s,
-                labels=dict(s.labels),
-                energy_j=dict(s.energy_j),
-                power_w=dict(s.power_w),
-                estimated=dict(s.estimated),
-                last_energy_j={},
-            )
+            return self._state.copy()
 
     # -- updates (each takes the lock for microseconds; none waits for anything else) -------
 

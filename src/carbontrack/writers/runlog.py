@@ -16,15 +16,19 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from carbontrack._files import open_append
 from carbontrack._redact import redact_argv
 from carbontrack._version import __version__
 from carbontrack.hookspecs import hookimpl
-from carbontrack.model import SCHEMA_VERSION, EpochRecord, Prediction, Report, RunInfo, _unstructure
+from carbontrack.model import SCHEMA_VERSION, Report, RunInfo, _unstructure
 from carbontrack.paths import run_log_path
 from carbontrack.settings import Settings
+
+if TYPE_CHECKING:
+    # Annotations only: a run without epochs never loads them (carbontrack._model_later).
+    from carbontrack.model import EpochRecord, Prediction
 
 
 def _hostname() -> str:

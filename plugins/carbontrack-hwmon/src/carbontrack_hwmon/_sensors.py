@@ -12,9 +12,7 @@ import os
 import re
 from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
-from typing import Literal
-
-import attrs
+from typing import Literal, NamedTuple
 
 __all__ = [
     "DEFAULT_ROOT",
@@ -51,8 +49,11 @@ PSU_DRIVERS = frozenset(n for name in _PSU_NAMES for n in (name, name.replace("-
 #: carbontrack's built-in backends that measure (or estimate) parts of the machine.
 _INSIDE_THE_MACHINE = ("rapl", "nvml", "powermetrics", "estimate")
 
-_ATTR = re.compile(r"^(energy|power)(\d+)_(input|average)$")
-_GRACE = re.compile(r"^(Module|Grace|CPU|SysIO) Power Socket (\d+)$")
+# Patterns, not compiled patterns, and named tuples below, not attrs classes: the plugin loads
+# with every carbontrack run, mostly on machines without these sensors, where compiling and
+# generating classes at import would be most of its start-up cost.
+_ATTR = r"^(energy|power)(\d+)_(input|average)$"
+_GRACE = r"^(Module|Grace|CPU|SysIO) Power Socket (\d+)$"
 
 Method = Literal["counter", "power"]
 
@@ -62,13 +63,12 @@ def hwmon_root() -> Path:
     return Path(os.environ.get(ROOT_ENV) or DEFAULT_ROOT)
 
 
-@attrs.frozen
-class Chip:
+class Chip(NamedTuple):
     """One ``hwmonN`` directory: its driver name and its attribute files by name."""
 
     path: Path
     driver: str
-    files: dict[str, Path] = attrs.field(eq=False)
+    files: dict[str, Path]
 
     def text(self, name: str) -> str | None:
         """The stripped content of attribute ``name``, or ``None`` when absent or unreadable."""
@@ -81,8 +81,7 @@ class Chip:
             return None
 
 
-@attrs.frozen
-class Sensor:
+class Sensor(NamedTuple):
     """A sensor chosen for measuring: the file to read and what it measures."""
 
     id: str
@@ -116,7 +115,7 @@ def _indexed(chip: Chip, family: str) -> dict[int, Path]:
     """``{N: file}`` of a chip's energy or power inputs; ``powerN_average`` beats ``_input``."""
     found: dict[int, tuple[str, Path]] = {}
     for name, path in chip.files.items():
-        m = _ATTR.match(name)
+        m = re.match(_ATTR, name)
         if m is None or m.group(1) != family:
             continue
         index, flavour = int(m.group(2)), m.group(3)
@@ -174,7 +173,7 @@ def _grace(chips: Iterable[Chip]) -> Iterator[Sensor]:
     by_socket: dict[int, dict[str, Sensor]] = {}
     for chip in chips:
         for index, path in _indexed(chip, "power").items():
-            m = _GRACE.match(chip.text(f"power{index}_oem_info") or "")
+            m = re.match(_GRACE, chip.text(f"power{index}_oem_info") or "")
             if m is None:
                 continue
             part, socket = m.group(1), int(m.group(2))
