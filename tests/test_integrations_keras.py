@@ -18,7 +18,7 @@ np = pytest.importorskip("numpy")
 
 from carbontrack import InvalidOption, track
 from carbontrack.integrations.keras import CarbonTrackCallback
-from carbontrack.testing.launchers import torchrun_env
+from carbontrack.testing.launchers import tf_config_env, torchrun_env
 from carbontrack.writers.runlog import read_run_log
 from integration_helpers import QUIET, assert_finished_run, assert_logged_figures, fake_hardware
 
@@ -240,4 +240,29 @@ def test_under_a_launcher_each_rank_joins_the_job_and_only_rank_0_logs(
     assert zero.report.job is not None
     assert zero.report.job.scope == "job"
     assert zero.report.energy_j > 0
+    assert len(history.history["carbontrack/energy_kwh"]) == 2
+
+
+def test_under_tf_config_each_worker_joins_the_job_and_only_the_chief_logs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # MultiWorkerMirroredStrategy's workers: TF_CONFIG makes the chief rank 0 and worker 0
+    # rank 1 of a job of two (tensorflow/python/distribute/multi_worker_util.py).
+    x, y = _data()
+    options = {**QUIET, "log_dir": tmp_path, "job_wait_s": 0.2}
+    monkeypatch.setenv("TF_CONFIG", tf_config_env("worker", 0, chief=1, workers=1)["TF_CONFIG"])
+    worker = CarbonTrackCallback(plugins=[fake_hardware()], **options)
+    history = _model().fit(x, y, epochs=2, batch_size=16, callbacks=[worker], verbose=0)
+    assert worker.report is not None
+    assert worker.report.job is not None
+    assert worker.report.job.scope == "rank"
+    assert not any(k.startswith("carbontrack/") for k in history.history)
+
+    monkeypatch.setenv("TF_CONFIG", tf_config_env("chief", 0, chief=1, workers=1)["TF_CONFIG"])
+    chief = CarbonTrackCallback(plugins=[fake_hardware()], **options)
+    history = _model().fit(x, y, epochs=2, batch_size=16, callbacks=[chief], verbose=0)
+    assert chief.report is not None
+    assert chief.report.job is not None
+    assert chief.report.job.scope == "job"
+    assert chief.report.energy_j > 0
     assert len(history.history["carbontrack/energy_kwh"]) == 2
