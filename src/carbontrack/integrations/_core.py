@@ -70,7 +70,7 @@ class Place:
 
 
 def place_from_env(env: Mapping[str, str] | None = None) -> Place:
-    """This process's place from the launcher's environment (torchrun, Slurm, MPI).
+    """This process's place from the launcher's environment (torchrun, Slurm, MPI, TF_CONFIG).
 
     A process started by no launcher, or in an environment that contradicts itself (the
     tracker reports that when it starts), is rank 0 of a job of one.
