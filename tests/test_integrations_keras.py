@@ -18,7 +18,8 @@ np = pytest.importorskip("numpy")
 
 from carbontrack import InvalidOption, track
 from carbontrack.integrations.keras import CarbonTrackCallback
-from carbontrack.testing.launchers import torchrun_env
+from carbontrack.testing.launchers import tf_config_env, torchrun_env
+from carbontrack.writers.runlog import read_run_log
 from integration_helpers import QUIET, assert_finished_run, assert_logged_figures, fake_hardware
 
 # Keras's torch backend converts tensors with a call numpy 2 deprecates: Keras's noise, not ours.
@@ -137,6 +138,62 @@ def test_early_stopping_ends_the_run_with_the_epochs_trained(tmp_path: Path) -> 
     assert not any("still open" in w for w in report.warnings)
 
 
+def test_initial_epoch_resumes_and_the_callback_expects_the_epochs_left(tmp_path: Path) -> None:
+    # fit(epochs=5, initial_epoch=2) trains epochs 2, 3 and 4 (on_epoch_begin gets those
+    # indices), so 3 epochs: keras/src/backend/torch/trainer.py, "for epoch in
+    # range(initial_epoch, epochs)"; params only say epochs=5 (CallbackList(epochs=epochs)).
+    callback = CarbonTrackCallback(plugins=[fake_hardware()], log_dir=tmp_path, **QUIET)
+    x, y = _data()
+    history = _model().fit(
+        x, y, epochs=5, initial_epoch=2, batch_size=8, callbacks=[callback], verbose=0
+    )
+    report = assert_finished_run(callback.report, tmp_path, epochs=3)
+    assert report.epochs_planned == 3
+    assert [p.epochs for p in report.predictions] == [3] * len(report.predictions)
+    assert report.predictions[0].after_epoch == 1
+    assert not any("was given" in w or "sets no number" in w for w in report.warnings)
+    rows = [{k: v[i] for k, v in history.history.items() if len(v) == 3} for i in range(3)]
+    assert_logged_figures(rows, report)
+
+
+def test_explicit_epochs_are_compared_with_the_epochs_left_after_initial_epoch(
+    tmp_path: Path,
+) -> None:
+    x, y = _data()
+    agrees = CarbonTrackCallback(plugins=[fake_hardware()], epochs=2, log_dir=tmp_path, **QUIET)
+    _model().fit(x, y, epochs=4, initial_epoch=2, batch_size=16, callbacks=[agrees], verbose=0)
+    assert agrees.report is not None
+    assert agrees.report.epochs_planned == 2
+    assert not any("was given" in w for w in agrees.report.warnings)
+    differs = CarbonTrackCallback(plugins=[fake_hardware()], epochs=4, log_dir=tmp_path, **QUIET)
+    _model().fit(x, y, epochs=4, initial_epoch=2, batch_size=16, callbacks=[differs], verbose=0)
+    assert differs.report is not None
+    assert differs.report.epochs_planned == 4
+    (warning,) = [w for w in differs.report.warnings if "was given" in w]
+    assert "set to train 2 epochs (epochs=4, initial_epoch=2)" in warning
+
+
+def test_initial_epoch_at_epochs_trains_nothing_and_still_reports(tmp_path: Path) -> None:
+    callback = CarbonTrackCallback(plugins=[fake_hardware()], log_dir=tmp_path, **QUIET)
+    x, y = _data()
+    history = _model().fit(
+        x, y, epochs=3, initial_epoch=3, batch_size=8, callbacks=[callback], verbose=0
+    )
+    assert history.history == {}  # Keras trained no epoch
+    report = callback.report
+    assert report is not None
+    assert report.final
+    assert report.epochs == ()
+    assert report.epochs_planned is None
+    (warning,) = [w for w in report.warnings if "trained no epoch" in w]
+    assert "epochs=3" in warning
+    assert not any("sets no number" in w for w in report.warnings)
+    (log,) = tmp_path.glob("*.jsonl")
+    lines, problems = read_run_log(log)
+    assert not problems
+    assert lines[-1]["type"] == "report"
+
+
 def test_a_wrong_option_fails_at_construction_with_tracks_error() -> None:
     with pytest.raises(InvalidOption) as from_track:
         track(epochs=0)
@@ -183,4 +240,29 @@ def test_under_a_launcher_each_rank_joins_the_job_and_only_rank_0_logs(
     assert zero.report.job is not None
     assert zero.report.job.scope == "job"
     assert zero.report.energy_j > 0
+    assert len(history.history["carbontrack/energy_kwh"]) == 2
+
+
+def test_under_tf_config_each_worker_joins_the_job_and_only_the_chief_logs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # MultiWorkerMirroredStrategy's workers: TF_CONFIG makes the chief rank 0 and worker 0
+    # rank 1 of a job of two (tensorflow/python/distribute/multi_worker_util.py).
+    x, y = _data()
+    options = {**QUIET, "log_dir": tmp_path, "job_wait_s": 0.2}
+    monkeypatch.setenv("TF_CONFIG", tf_config_env("worker", 0, chief=1, workers=1)["TF_CONFIG"])
+    worker = CarbonTrackCallback(plugins=[fake_hardware()], **options)
+    history = _model().fit(x, y, epochs=2, batch_size=16, callbacks=[worker], verbose=0)
+    assert worker.report is not None
+    assert worker.report.job is not None
+    assert worker.report.job.scope == "rank"
+    assert not any(k.startswith("carbontrack/") for k in history.history)
+
+    monkeypatch.setenv("TF_CONFIG", tf_config_env("chief", 0, chief=1, workers=1)["TF_CONFIG"])
+    chief = CarbonTrackCallback(plugins=[fake_hardware()], **options)
+    history = _model().fit(x, y, epochs=2, batch_size=16, callbacks=[chief], verbose=0)
+    assert chief.report is not None
+    assert chief.report.job is not None
+    assert chief.report.job.scope == "job"
+    assert chief.report.energy_j > 0
     assert len(history.history["carbontrack/energy_kwh"]) == 2

@@ -1,7 +1,7 @@
 """Which job this process belongs to: rank, node and job id, from the launcher's environment.
 
-``detect_job()`` reads what torchrun, Slurm's srun and the MPI launchers set; explicit options
-win. Nothing here imports torch or talks to another process.
+``detect_job()`` reads what torchrun, Slurm's srun, the MPI launchers and TensorFlow's
+``TF_CONFIG`` set; explicit options win. Nothing here imports torch or talks to another process.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from carbontrack.errors import InvalidOption
 __all__ = [
     "LAUNCHERS",
     "NODE_NAME_ENV",
+    "TF_CONFIG_ENV",
     "JobInfo",
     "detect_job",
     "expand_hostlist",
@@ -30,7 +31,14 @@ NODE_NAME_ENV = "CARBONTRACK_NODE_NAME"
 
 #: Launchers recognised, in the order they are tried: a launcher started inside another's
 #: allocation (torchrun or mpirun under Slurm) sets its own, more specific variables, which win.
-LAUNCHERS = ("torchrun", "openmpi", "pmix", "mpich", "slurm")
+#: ``TF_CONFIG`` (TensorFlow's multi-worker cluster spec, set by Kubeflow's TFJob, Vertex AI or
+#: a job script) describes the training tasks themselves, so it wins over Slurm's allocation;
+#: the per-process variables of torchrun or MPI, which a pod's TF_CONFIG may be inherited by,
+#: win over it.
+LAUNCHERS = ("torchrun", "openmpi", "pmix", "mpich", "tf_config", "slurm")
+
+#: The environment variable TensorFlow's multi-worker strategies read the cluster from.
+TF_CONFIG_ENV = "TF_CONFIG"
 
 
 @attrs.frozen(kw_only=True)
@@ -42,7 +50,7 @@ class JobInfo:
     name (hostname, or ``$CARBONTRACK_NODE_NAME``); ``node_rank`` the node's index when the
     launcher gives one (torchrun's ``GROUP_RANK``, Slurm's ``SLURM_NODEID``); ``nodes`` the
     job's node names when the launcher lists them (Slurm). ``source`` names the launcher
-    (``torchrun``, ``slurm``, ``openmpi``, ``mpich``, ``pmix``) or ``options``.
+    (``torchrun``, ``slurm``, ``openmpi``, ``mpich``, ``pmix``, ``tf_config``) or ``options``.
     """
 
     job_id: str
@@ -232,11 +240,85 @@ def _slurm(env: Mapping[str, str]) -> _Found | None:
     )
 
 
+class _NotAJob(Exception):
+    """TF_CONFIG does not place this process in a training job: why, for the report."""
+
+
+def _tf_config(env: Mapping[str, str]) -> _Found | None:
+    # TF_CONFIG is JSON: {"cluster": {"chief": ["host:port"], "worker": ["host:port", ...],
+    # "ps": [...], "evaluator": [...]}, "task": {"type": "worker", "index": 0}}
+    # (https://www.tensorflow.org/api_docs/python/tf/distribute/cluster_resolver/
+    # TFConfigClusterResolver; the multi-worker Keras tutorial sets it per worker). Ranks follow
+    # TensorFlow's own numbering (tensorflow/python/distribute/multi_worker_util.py,
+    # worker_count and id_in_cluster): the chief (at most one) is 0, worker i is i + the number
+    # of chiefs, and the job is the chief and worker tasks. "ps" tasks (parameter servers) and
+    # the "evaluator" (its own cluster, TensorFlow says) run no training epochs of the job:
+    # they are measured alone. A TF_CONFIG that cannot be read never stops training: it is a
+    # warning in the report (see detect_job's ``problems``) and the process is measured alone.
+    raw = env.get(TF_CONFIG_ENV, "").strip()
+    if not raw:
+        return None
+    import json  # here: only a process with TF_CONFIG pays for it
+
+    try:
+        config = json.loads(raw)
+    except ValueError as exc:
+        raise _NotAJob(f"is not valid JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise _NotAJob(f"is JSON {type(config).__name__}, not an object")
+    cluster = config.get("cluster")
+    task = config.get("task")
+    if not cluster and not task:
+        return None  # {} or no cluster: TensorFlow runs locally, one process
+    if not isinstance(cluster, dict) or not isinstance(task, dict):
+        raise _NotAJob('needs both "cluster" and "task" objects')
+    for name, addresses in cluster.items():
+        if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):
+            raise _NotAJob(f'has cluster "{name}": {addresses!r}, expected a list of "host:port"')
+    kind, index = task.get("type"), task.get("index", 0)
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        raise _NotAJob(f'has task "index": {index!r}, expected an integer >= 0')
+    if kind in ("ps", "evaluator"):
+        raise _NotAJob(
+            f'makes this process task "{kind}" {index}, not one of the chief and worker tasks '
+            "that train"
+        )
+    if kind not in ("chief", "worker"):
+        raise _NotAJob(
+            f'has task "type": {kind!r}, expected "chief", "worker", "ps" or "evaluator"'
+        )
+    chiefs = cluster.get("chief", [])
+    workers = cluster.get("worker", [])
+    tasks = chiefs if kind == "chief" else workers
+    if len(chiefs) > 1:
+        raise _NotAJob(f"lists {len(chiefs)} chief tasks; TensorFlow allows at most one")
+    if index >= len(tasks):
+        raise _NotAJob(
+            f'makes this process {kind} {index}, but the cluster lists {len(tasks)} "{kind}" tasks'
+        )
+    # The collective leader's address (chief, else worker 0) is the same in every task of the
+    # job and differs from any job running beside it: the job's id, as for torch's MASTER_ADDR.
+    host, _, port = (chiefs or workers)[0].rpartition(":")
+    return (
+        "tf_config",
+        f"tf-{host}-{port}" if host and port else "",
+        index + len(chiefs) if kind == "worker" else 0,
+        len(chiefs) + len(workers),
+        # Addresses name hosts in ways that need not match (an IP here, a name there): which
+        # tasks share a node is left to the node's lock file, as for MPI without a local rank.
+        None,
+        None,
+        None,
+        (),
+    )
+
+
 _READERS = {
     "torchrun": _torchrun,
     "openmpi": _openmpi,
     "pmix": _pmix,
     "mpich": _mpich,
+    "tf_config": _tf_config,
     "slurm": _slurm,
 }
 
@@ -269,24 +351,38 @@ def detect_job(
     local_rank: int | None = None,
     world_size: int | None = None,
     node: str | None = None,
+    problems: list[str] | None = None,
 ) -> JobInfo | None:
     """This process's job, or ``None`` for a single process outside any launcher.
 
-    Reads torchrun/torch.distributed, Open MPI, PMIx, MPICH/Intel MPI and Slurm (srun)
-    variables from ``env`` (default ``os.environ``); the keyword arguments (``track()``'s options
-    of the same names) win over them. ``distributed=False`` always returns ``None``;
-    ``distributed=True`` raises ``InvalidOption`` when no job can be found. A job of one process
-    is returned too (``world_size == 1``): callers treat it like a single process.
+    Reads torchrun/torch.distributed, Open MPI, PMIx, MPICH/Intel MPI, TensorFlow's
+    ``TF_CONFIG`` and Slurm (srun) variables from ``env`` (default ``os.environ``), in the order
+    of ``LAUNCHERS``; the keyword arguments (``track()``'s options of the same names) win over
+    them. ``distributed=False`` always returns ``None``; ``distributed=True`` raises
+    ``InvalidOption`` when no job can be found. A job of one process is returned too
+    (``world_size == 1``): callers treat it like a single process.
 
     Raises ``InvalidOption`` for contradictions (``rank=5`` with ``world_size=2``), naming the
-    value, where it came from and the fix.
+    value, where it came from and the fix. A ``TF_CONFIG`` that is not a usable cluster spec
+    (bad JSON, an index past its task list) or that makes this process a ``ps`` or
+    ``evaluator`` task is not an error: detection goes on as if it were unset, and a sentence
+    saying so is appended to ``problems`` (the tracker puts it in the report's warnings).
     """
     if distributed is False:
         return None
     env = os.environ if env is None else env
     found: _Found | None = None
     for reader in _READERS.values():
-        found = reader(env)
+        try:
+            found = reader(env)
+        except _NotAJob as why:
+            if problems is not None:
+                problems.append(
+                    f"${TF_CONFIG_ENV} {why}: this process is not counted as a rank of a "
+                    "TensorFlow job (measured alone, unless another launcher's variables "
+                    "place it); fix TF_CONFIG, or pass rank=, world_size= and job_id="
+                )
+            found = None
         if found is not None:
             break
     explicit = {
@@ -297,9 +393,9 @@ def detect_job(
     if found is None and not explicit and job_id is None:
         if distributed:
             raise InvalidOption(
-                "distributed=True but no launcher was found (no torchrun, Slurm srun or MPI "
-                "variables): pass rank= and world_size= (and job_id=), or start the script "
-                "with its launcher"
+                "distributed=True but no launcher was found (no torchrun, Slurm srun, MPI or "
+                "TF_CONFIG variables): pass rank= and world_size= (and job_id=), or start the "
+                "script with its launcher"
             )
         return None
     if found is None:

@@ -214,7 +214,10 @@ class Tracker:
             # The config file's exporter keys: checked now too, before any work.
             self.settings = with_config_file(self.settings)
             # So is a contradictory job (rank=5 of world_size=2, a garbled launcher variable).
-            self._job = _resolve_job(self.settings)
+            problems: list[str] = []
+            self._job = _resolve_job(self.settings, problems)
+            for problem in problems:
+                self._warn(problem)
 
             # Loud on purpose: a broken plugin import must fail before training starts.
             pm = make_plugin_manager(autoload=self._autoload, extra_plugins=self._plugins)
@@ -972,10 +975,11 @@ def _node_leader_hint(job: JobInfo) -> bool:
     return job.local_rank is None or job.local_rank == 0
 
 
-def _resolve_job(settings: Settings) -> JobInfo | None:
+def _resolve_job(settings: Settings, problems: list[str] | None = None) -> JobInfo | None:
     """The job of this run, from the options and the launcher; ``None`` for one process.
 
-    Raises ``InvalidOption`` for contradictions and for a job without an id.
+    Raises ``InvalidOption`` for contradictions and for a job without an id. Launcher variables
+    that are ignored, not fatal (an unreadable ``TF_CONFIG``), are described in ``problems``.
     """
     from carbontrack._job import detect_job
     from carbontrack.errors import InvalidOption
@@ -987,6 +991,7 @@ def _resolve_job(settings: Settings) -> JobInfo | None:
         local_rank=settings.local_rank,
         world_size=settings.world_size,
         node=settings.node_name,
+        problems=problems,
     )
     if job is None or not job.distributed:
         return None

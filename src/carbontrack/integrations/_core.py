@@ -70,7 +70,7 @@ class Place:
 
 
 def place_from_env(env: Mapping[str, str] | None = None) -> Place:
-    """This process's place from the launcher's environment (torchrun, Slurm, MPI).
+    """This process's place from the launcher's environment (torchrun, Slurm, MPI, TF_CONFIG).
 
     A process started by no launcher, or in an environment that contradicts itself (the
     tracker reports that when it starts), is rank 0 of a job of one.
@@ -137,6 +137,7 @@ class TrainingRun:
         steps_total: int | None = None,
         limit: str = "",
         ranks_from_framework: bool = True,
+        why_unplanned: str = "",
     ) -> None:
         """Start measuring a training of ``epochs`` epochs (``None``: not known).
 
@@ -146,12 +147,10 @@ class TrainingRun:
         processes every process runs a tracker in carbontrack's job mode (one reader per device,
         rank 0's report is the job's), with the framework's ranks unless
         ``ranks_from_framework`` is false (the tracker reads the launcher's then).
+        ``why_unplanned`` replaces the report's warning that nothing is predicted when there
+        are no epochs to plan.
         """
-        if self.running:
-            self.finish(
-                note=f"a new {self.framework} training started before this run was closed "
-                "(the previous training probably raised); this run ends there"
-            )
+        self.end_previous()
         self.report = None
         self.place = place
         self.steps_total = steps_total
@@ -189,10 +188,20 @@ class TrainingRun:
                 f"epochs={given} was given, but {self.framework} is set to train {epochs} "
                 f"epochs ({limit}); predictions assume {given}"
             )
-        if planned is None and not steps_total:
+        if planned is None and not steps_total and why_unplanned:
+            tracker._warn(why_unplanned)
+        elif planned is None and not steps_total:
             tracker._warn(
                 f"{self.framework} sets no number of epochs ({limit or 'none given'}): the run "
                 "is measured, but nothing is predicted; pass epochs= to the callback to predict"
+            )
+
+    def end_previous(self) -> None:
+        """End a run that a previous training left open (it probably raised)."""
+        if self.running:
+            self.finish(
+                note=f"a new {self.framework} training started before this run was closed "
+                "(the previous training probably raised); this run ends there"
             )
 
     def _job_options(self, place: Place, ranks_from_framework: bool) -> tuple[dict[str, Any], bool]:

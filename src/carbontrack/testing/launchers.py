@@ -2,14 +2,16 @@
 
 Each function returns the variables one process of a job sees (merge them into a copy of
 ``os.environ`` for a subprocess): ``torchrun_env`` as torchrun sets them, ``srun_env`` as Slurm's
-srun sets them in a task, ``mpirun_env`` as Open MPI's mpirun does and ``hydra_env`` as MPICH's
-and Intel MPI's mpiexec.hydra do. Only the variables carbontrack reads, and those that a launcher
-sets beside them, are included; sources are cited in ``carbontrack._job``.
+srun sets them in a task, ``mpirun_env`` as Open MPI's mpirun does, ``hydra_env`` as MPICH's
+and Intel MPI's mpiexec.hydra do, and ``tf_config_env`` as TensorFlow's ``TF_CONFIG`` for one
+task of a multi-worker job (as Kubeflow's TFJob or a job script sets it). Only the variables
+carbontrack reads, and those that a launcher sets beside them, are included; sources are cited
+in ``carbontrack._job``.
 """
 
 from __future__ import annotations
 
-__all__ = ["hydra_env", "mpirun_env", "srun_env", "torchrun_env"]
+__all__ = ["hydra_env", "mpirun_env", "srun_env", "tf_config_env", "torchrun_env"]
 
 
 def _block(rank: int, per_node: int) -> tuple[int, int]:
@@ -108,4 +110,38 @@ def hydra_env(rank: int, *, local_size: int, size: int) -> dict[str, str]:
         "PMI_SIZE": str(size),
         "MPI_LOCALRANKID": str(local),
         "MPI_LOCALNRANKS": str(local_size),
+    }
+
+
+def tf_config_env(
+    task_type: str,
+    index: int,
+    *,
+    chief: int = 1,
+    workers: int = 2,
+    ps: int = 0,
+    evaluator: int = 0,
+    host: str = "localhost",
+    first_port: int = 12345,
+) -> dict[str, str]:
+    """``TF_CONFIG`` of task ``task_type`` ``index`` in a cluster of that many tasks of each type.
+
+    Each task gets its own ``host:port`` (ports counted up from ``first_port``), as in
+    TensorFlow's multi-worker examples.
+    """
+    import json
+
+    ports = iter(range(first_port, first_port + chief + workers + ps + evaluator))
+    cluster = {
+        name: [f"{host}:{next(ports)}" for _ in range(count)]
+        for name, count in (
+            ("chief", chief),
+            ("worker", workers),
+            ("ps", ps),
+            ("evaluator", evaluator),
+        )
+        if count
+    }
+    return {
+        "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": task_type, "index": index}})
     }
