@@ -237,3 +237,42 @@ def test_the_values_loaded_later_are_carbontrack_model_values() -> None:
         check=True,
     )
     assert done.stdout.split() == ["EpochRecord", "Command"]
+
+
+# -- built-ins a run does not use are not called ------------------------------------------------
+
+UNUSED_BY_A_PLAIN_RUN = {
+    "console",
+    "runlog",
+    "csv",
+    "prometheus",
+    "geolocate",
+    "electricitymaps",
+    "carbonintensity-gb",
+    "energidataservice",
+}
+
+
+def test_a_plain_run_starts_no_worker_for_builtins_it_does_not_use(tmp_path: Path) -> None:
+    from carbontrack import track
+    from carbontrack.testing import FakeDevice, FakeHardware
+
+    opts = {"verbose": 0, "write_log": False, "location": "DK"}
+    with track(plugins=[FakeHardware([FakeDevice("x")])], **opts) as run:  # type: ignore[arg-type]
+        pass
+    workers = set(run._host._workers)
+    assert "fake" in workers  # the host did start workers: the check below can fail
+    assert workers & UNUSED_BY_A_PLAIN_RUN == set()
+
+
+def test_writers_a_run_uses_are_called(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from carbontrack import track
+    from carbontrack.testing import FakeDevice, FakeHardware
+
+    opts = {"verbose": 1, "write_log": True, "log_dir": tmp_path, "location": "DK"}
+    with track(plugins=[FakeHardware([FakeDevice("x")])], **opts) as run:  # type: ignore[arg-type]
+        pass
+    assert {"console", "runlog", "csv"} <= set(run._host._workers)
+    assert list(tmp_path.glob("*.jsonl"))
+    assert list(tmp_path.glob("*.csv"))
+    assert "carbontrack" in capsys.readouterr().err

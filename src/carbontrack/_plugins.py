@@ -62,6 +62,8 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("estimate", "carbontrack.backends.estimate"),
 )
 
+_BUILTIN_NAMES = frozenset(name for name, _ in BUILTIN_PLUGINS)
+
 DISABLE_ENV = "CARBONTRACK_DISABLE_PLUGINS"
 NO_AUTOLOAD_ENV = "CARBONTRACK_DISABLE_PLUGIN_AUTOLOAD"
 
@@ -587,6 +589,26 @@ class PluginHost:
             return self.plugin_budgets[plugin, hook]
         return self.budgets.get(hook, DEFAULT_BUDGET_S)
 
+    def _not_needed(self, impl: pluggy.HookImpl, kwargs: Mapping[str, Any]) -> bool:
+        """Whether a built-in says a run with these settings never uses it (a writer the run
+        does not write with, a provider without a key, geolocation not asked for).
+
+        Such a call would only return None; skipping it spares a worker thread's start, a
+        quarter of a millisecond each at a run's start (docs/performance.md, "Start-up").
+        Asked at every call, so settings changed mid-run (``set_api_keys``) count.
+        """
+        settings = kwargs.get("settings")
+        if settings is None or impl.plugin_name not in _BUILTIN_NAMES:
+            return False
+        needed_by = getattr(impl.plugin, "needed_by", None)
+        if needed_by is None:
+            return False
+        try:
+            return not needed_by(settings)
+        except Exception:  # then call it, and let the call itself fail where it will
+            logger.debug("needed_by of %r failed", impl.plugin_name, exc_info=True)
+            return False
+
     def _call(
         self,
         impl: pluggy.HookImpl,
@@ -594,6 +616,8 @@ class PluginHost:
         kwargs: Mapping[str, Any],
         context: contextvars.Context | None = None,
     ) -> tuple[bool, Any]:
+        if self._not_needed(impl, kwargs):
+            return True, None
         deadline = time.monotonic() + self._budget(hook, impl.plugin_name)
         call = self._submit(impl, hook, kwargs, context)
         if call is None:
@@ -604,7 +628,11 @@ class PluginHost:
         """Call every implementation of ``hook`` at once; return results by plugin, failures
         left out. Waits at most the hook's budget in all."""
         deadline = time.monotonic() + self._budget(hook)
-        calls = [(impl, self._submit(impl, hook, kwargs)) for impl in self._impls(hook)]
+        calls = [
+            (impl, self._submit(impl, hook, kwargs))
+            for impl in self._impls(hook)
+            if not self._not_needed(impl, kwargs)
+        ]
         results = {}
         for impl, call in calls:
             if call is None:

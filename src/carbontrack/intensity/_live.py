@@ -208,6 +208,16 @@ class _LiveProvider:
         self._given_up: str | None = None
         self._no_forecast = False
 
+    @classmethod
+    def needed_by(cls, settings: Settings) -> bool:
+        """Whether a run with ``settings`` may ask this provider: it has a key (or, keyless,
+        was switched on) and no fixed intensity overrides every provider."""
+        if settings.intensity_g_per_kwh is not None:
+            return False
+        if cls.needs_key:
+            return _http.api_key(settings, cls.names) is not None
+        return _http.enabled(settings, (cls.name, *cls.names))
+
     def _fetch(self, call: _Call) -> Intensity:
         raise NotImplementedError
 
@@ -224,15 +234,11 @@ class _LiveProvider:
     def _answer(
         self, location: Location, start: float, end: float, settings: Settings
     ) -> Intensity | None:
-        if settings.intensity_g_per_kwh is not None or location.country is None:
+        if location.country is None or not self.needed_by(settings):
             return None
         if self.countries is not None and location.country not in self.countries:
             return None
         key = _http.api_key(settings, self.names) if self.needs_key else None
-        if self.needs_key and key is None:
-            return None
-        if not self.needs_key and not _http.enabled(settings, (self.name, *self.names)):
-            return None
         call = _Call(
             location=location,
             start=start,

@@ -100,10 +100,15 @@ class GeoLocation:
     """Country from the machine's public IP address, only with ``geolocate=True`` (or
     ``geolocate = true`` in the config file): it tells a third party where you are."""
 
+    @staticmethod
+    def needed_by(settings: Settings) -> bool:
+        """Whether a run with ``settings`` geolocates (``geolocate``, here or in the config)."""
+        return settings.geolocate or _http._config_quiet().get("geolocate") is True
+
     @hookimpl(trylast=True)
     def carbontrack_locate(self, settings: Settings) -> Location | None:
         """Ask the geolocation services in turn; ``None`` (unknown) when none answers."""
-        if not (settings.geolocate or _http._config_quiet().get("geolocate") is True):
+        if not self.needed_by(settings):
             return None
         table = load_table()
         reasons = []

@@ -310,6 +310,11 @@ class ConsoleWriter:
     #: Seconds of run time between two printed re-predictions.
     PREDICTION_EVERY_S = 60.0
 
+    @staticmethod
+    def needed_by(settings: Settings) -> bool:
+        """Whether a run with ``settings`` prints anything here (``verbose`` 1 or more)."""
+        return settings.verbose >= 1
+
     def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream
         self._printed_at: dict[str, float] = {}

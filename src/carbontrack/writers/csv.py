@@ -230,6 +230,11 @@ def _first_line(path: Path) -> bytes:
 class CsvWriter:
     """Appends runs and epochs to the two CSV files in the log directory (``write_log``)."""
 
+    @staticmethod
+    def needed_by(settings: Settings) -> bool:
+        """Whether a run with ``settings`` writes the CSV files (``write_log``)."""
+        return settings.write_log
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         # Files whose header was checked, mapped to the file rows really go to.

@@ -380,6 +380,11 @@ class _Exporter:
 class PrometheusWriter:
     """The built-in ``prometheus`` plugin: one exporter per run that asked for one."""
 
+    @staticmethod
+    def needed_by(settings: Settings) -> bool:
+        """Whether a run with ``settings`` exports (``prometheus`` or ``prometheus_push``)."""
+        return settings.prometheus is not None or settings.prometheus_push is not None
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._exporters: dict[str, _Exporter] = {}

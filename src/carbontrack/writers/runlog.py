@@ -70,6 +70,11 @@ def _finite(value: Any, path: str, replaced: list[str]) -> Any:
 class RunLogWriter:
     """Writes the run log of the runs of one plugin manager (one file per run id)."""
 
+    @staticmethod
+    def needed_by(settings: Settings) -> bool:
+        """Whether a run with ``settings`` writes a run log (``write_log``)."""
+        return settings.write_log
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._files: dict[str, IO[str]] = {}
