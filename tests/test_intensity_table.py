@@ -47,6 +47,8 @@ def test_world_value_and_metadata() -> None:
     meta = load_table().meta
     assert meta["world"] == {"value": 472.94, "year": 2024, "source": meta["world"]["source"]}
     assert (WORLD_G_PER_KWH, WORLD_YEAR) == (472.94, 2024)
+    # world_intensity() answers from the constants: they must be the table's own figures.
+    assert (meta["world"]["value"], meta["world"]["year"]) == (WORLD_G_PER_KWH, WORLD_YEAR)
     assert meta["license"] == "CC-BY-4.0"
     assert {i["label"].split(",")[0] for i in meta["inputs"]} == {
         "PyPI carbontracker==2.4.7 wheel",

@@ -12,7 +12,6 @@ import contextvars
 import importlib
 import logging
 import os
-import queue
 import sys
 import threading
 import time
@@ -21,6 +20,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pluggy
+
+try:
+    # The C queue itself: queue.py would also import heapq and build classes the workers never
+    # use, most of a millisecond at every start (docs/performance.md, "Start-up").
+    from _queue import Empty, SimpleQueue
+except ImportError:  # an interpreter without the C module
+    from queue import Empty, SimpleQueue
 
 from carbontrack import _entrypoints, hookspecs
 from carbontrack._lookup import new_lookup
@@ -363,7 +369,7 @@ class _Worker:
     def __init__(self, plugin: str, lock: threading.Lock) -> None:
         self.plugin = plugin
         self._lock = lock  # the host's: guards thread, queue hand-over and stuck
-        self.queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self.queue: SimpleQueue[_Call | None] = SimpleQueue()
         self.thread: threading.Thread | None = None
         #: The call that overran its budget and has not returned (later calls are skipped).
         self.stuck: _Call | None = None
@@ -381,7 +387,7 @@ class _Worker:
         while True:
             try:
                 call = self.queue.get(timeout=WORKER_IDLE_S)
-            except queue.Empty:
+            except Empty:
                 with self._lock:
                     if self.queue.empty():
                         self.thread = None

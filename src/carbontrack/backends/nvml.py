@@ -770,10 +770,22 @@ def nvml_library_absent(
         return False  # no cache to consult: let the real loader decide
 
 
-def _load_module() -> Any | None:
+def _no_driver() -> bool:
+    # No driver library for the real binding: what nvmlInit would say, without importing it.
     name = os.environ.get(MODULE_ENV, "").strip() or "pynvml"
-    if name == "pynvml" and name not in sys.modules and nvml_library_absent():
-        return None  # no driver library: what nvmlInit would say, without importing pynvml
+    return name == "pynvml" and name not in sys.modules and nvml_library_absent()
+
+
+def needed_by(settings: Settings) -> bool:
+    """Whether discovery could find anything for a run with ``settings``: it measures GPUs and
+    an NVIDIA driver library may be here (the host calls this backend only then)."""
+    return settings.wants("gpu") and not _no_driver()
+
+
+def _load_module() -> Any | None:
+    if _no_driver():
+        return None
+    name = os.environ.get(MODULE_ENV, "").strip() or "pynvml"
     try:
         with warnings.catch_warnings():
             # The deprecated ``pynvml`` shim package warns on import; that is not the user's

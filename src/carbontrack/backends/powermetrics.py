@@ -805,17 +805,23 @@ def _detail(kind: str, interval_s: float, *, rosetta: bool) -> str:
     return detail
 
 
+def needed_by(settings: Settings) -> bool:
+    """Whether discovery could find anything for a run with ``settings``: Apple Silicon (or
+    forced) and a kind it reads wanted (the host calls this backend only then)."""
+    if os.name != "posix" or not (_forced(settings) or _is_apple_silicon()):
+        return False
+    return any(settings.wants(k) for k in KINDS)
+
+
 def discover(settings: Settings) -> list[Device | Unavailable]:
     """Start powermetrics and return its CPU, GPU and ANE devices (or why they can't be read).
 
     Waits at most ``START_WAIT_S`` for an early exit, never for a sample: kinds that the
     samples turn out not to carry fail their reads with the reason instead.
     """
-    if os.name != "posix" or not (_forced(settings) or _is_apple_silicon()):
+    if not needed_by(settings):
         return []
     kinds = [k for k in KINDS if settings.wants(k)]
-    if not kinds:
-        return []
     found = shutil.which("powermetrics")
     if found is None and os.path.exists(_DEFAULT_PATH):
         found = _DEFAULT_PATH  # PATH without /usr/bin

@@ -280,6 +280,14 @@ def permission_fix(files: Sequence[Path | str]) -> str:
     return "\n".join(lines)
 
 
+def needed_by(settings: Settings) -> bool:
+    """Whether discovery could find anything for a run with ``settings``: it measures the CPU
+    or DRAM and the powercap tree has a RAPL zone (the host calls this backend only then)."""
+    if not (settings.wants("cpu") or settings.wants("dram")):
+        return False
+    return next(iter(_candidates(powercap_root())), None) is not None
+
+
 @hookimpl
 def carbontrack_discover_devices(settings: Settings) -> list[Device | Unavailable]:
     """One ``cpu`` device per CPU package and one ``dram`` device per DRAM zone (or ``psys``).

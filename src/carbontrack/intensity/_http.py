@@ -8,8 +8,9 @@ any key redacted.
 
 from __future__ import annotations
 
+# json is imported in the functions that use it: this module loads at every run's start and
+# most runs never use it (about a millisecond; docs/performance.md, "Start-up").
 import contextlib
-import json
 import logging
 import os
 import threading
@@ -179,6 +180,8 @@ def _cache_file(key: str) -> Path:
 
 def cache_get(key: str, max_age_s: float) -> Any:
     """The cached value for ``key`` if younger than ``max_age_s``, else ``None``."""
+    import json
+
     try:
         entry = json.loads(_cache_file(key).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -210,6 +213,8 @@ def _prune(folder: Path) -> None:
 
 def cache_put(key: str, data: Any) -> None:
     """Remember ``data`` under ``key``; a cache that cannot be written is skipped quietly."""
+    import json
+
     path = _cache_file(key)
     try:
         # Always private to the user (0600 in a 0700 directory), whatever file_mode says: the
@@ -234,6 +239,8 @@ MAX_REDIRECTS = 4
 
 
 def _server_message(body: bytes) -> str:
+    import json
+
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):
@@ -493,6 +500,8 @@ def _bounded(
 
 
 def _decode(body: bytes, secrets: Sequence[str]) -> Any:
+    import json
+
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):

@@ -18,7 +18,8 @@ it gave at the start, saying so.
 
 from __future__ import annotations
 
-import json
+# json is imported in the functions that use it: this module loads at every run's start and
+# most runs never use it (about a millisecond; docs/performance.md, "Start-up").
 import logging
 import math
 import threading
@@ -555,6 +556,8 @@ class EnergiDataService(_LiveProvider):
     countries = frozenset({"DK"})
 
     def _dataset(self, call: _Call, dataset: str, start: float, end: float) -> Any:
+        import json
+
         # One request per dataset per minute, or HTTP 429: an answer younger than that is
         # reused for any query on the same dataset (the records carry their own times).
         recent = _http.cache_get(f"eds-last:{call.base}:{dataset}", EDS_MIN_INTERVAL_S)

@@ -67,6 +67,11 @@ class SettingLocation:
     answers ``None`` and installed plugins, the config file and the opt-in geolocation follow.
     """
 
+    @staticmethod
+    def needed_by(settings: Settings) -> bool:
+        """Whether a run with ``settings`` has a ``location`` option to answer with."""
+        return settings.location is not None
+
     @hookimpl(tryfirst=True)
     def carbontrack_locate(self, settings: Settings) -> Location | None:
         """Return the configured location, or ``None`` when none is set."""
@@ -79,6 +84,12 @@ class SettingLocation:
 
 class ConfigLocation:
     """The config file's ``location`` (``$CARBONTRACK_CONFIG`` or ``<home>/config.toml``)."""
+
+    @staticmethod
+    def needed_by(settings: Settings) -> bool:
+        """Whether the config file names a location (read on the caller's thread: a stat when
+        there is no file, which the run's start has done already)."""
+        return _config_location() is not None
 
     @hookimpl(trylast=True)
     def carbontrack_locate(self, settings: Settings) -> Location | None:

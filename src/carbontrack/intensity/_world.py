@@ -10,7 +10,7 @@ import attrs
 
 from carbontrack._lookup import lookup_state
 from carbontrack.hookspecs import hookimpl
-from carbontrack.intensity._table import load_meta, load_table
+from carbontrack.intensity._table import load_table
 from carbontrack.model import Intensity, Location
 from carbontrack.settings import Settings
 
@@ -52,12 +52,13 @@ def take_failures() -> list[str]:
 
 def world_intensity(note: str) -> Intensity:
     """The world average as an ``Intensity`` marked as a fallback, with ``note`` saying why."""
-    world = load_meta()["world"]
+    # The constants, not the table's metadata (a test holds them equal): reading that would
+    # import json at every run's start only for these two numbers.
     return Intensity(
-        g_per_kwh=float(world["value"]),
+        g_per_kwh=WORLD_G_PER_KWH,
         source=WORLD_SOURCE,
         basis="lifecycle",
-        year=int(world["year"]),
+        year=WORLD_YEAR,
         zone="World",
         is_fallback=True,
         note=note,

@@ -8,7 +8,8 @@ loses at most one checkpoint interval.
 
 from __future__ import annotations
 
-import json
+# json is imported in the functions that use it: this module loads at every run's start and
+# most runs never use it (about a millisecond; docs/performance.md, "Start-up").
 import logging
 import math
 import os
@@ -80,6 +81,8 @@ class RunLogWriter:
         self._files: dict[str, IO[str]] = {}
 
     def _write(self, run_id: str, line: dict[str, Any]) -> None:
+        import json
+
         try:
             text = json.dumps(line, separators=(",", ":"), allow_nan=False)
         except (ValueError, TypeError):
@@ -192,6 +195,8 @@ def iter_run_log(
     naming the file and line for each corrupt line, which is skipped. A file with more than
     ``MAX_LINE_PROBLEMS`` corrupt lines gets one problem with the count instead (100 MB of
     garbage is one warning, not 800,000)."""
+    import json
+
     found: list[str] = []
     bad = 0
     with Path(path).open(encoding="utf-8", errors="replace") as f:
