@@ -14,7 +14,7 @@ from carbontrack._version import __version__
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:
-    from carbontrack._job import JobInfo, detect_job
+    from carbontrack._job import detect_job
     from carbontrack._tracker import Tracker, track, track_epochs
     from carbontrack.errors import (
         BudgetExceeded,
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         EpochRecord,
         Intensity,
         IntensityPoint,
+        JobInfo,
         Location,
         PluginFailure,
         Prediction,
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 # next to nothing; `from carbontrack import track` loads what tracking needs, and pluggy only
 # loads when a run starts or a plugin author imports `hookimpl`.
 _LAZY = {
-    "JobInfo": "carbontrack._job",
+    "JobInfo": "carbontrack.model",
     "detect_job": "carbontrack._job",
     "Tracker": "carbontrack._tracker",
     "track": "carbontrack._tracker",

@@ -9,10 +9,14 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from carbontrack.errors import InvalidOption
+
+if TYPE_CHECKING:
+    from carbontrack.model import JobInfo
 
 __all__ = [
     "LAUNCHERS",
@@ -39,44 +43,6 @@ LAUNCHERS = ("torchrun", "openmpi", "pmix", "mpich", "tf_config", "slurm")
 
 #: The environment variable TensorFlow's multi-worker strategies read the cluster from.
 TF_CONFIG_ENV = "TF_CONFIG"
-
-
-@attrs.frozen(kw_only=True)
-class JobInfo:
-    """This process's place in a multi-process job.
-
-    ``rank`` is the global rank (0 .. ``world_size`` - 1); ``local_rank`` the rank among the
-    job's processes on this node (``None`` when the launcher does not say); ``node`` the node's
-    name (hostname, or ``$CARBONTRACK_NODE_NAME``); ``node_rank`` the node's index when the
-    launcher gives one (torchrun's ``GROUP_RANK``, Slurm's ``SLURM_NODEID``); ``nodes`` the
-    job's node names when the launcher lists them (Slurm). ``source`` names the launcher
-    (``torchrun``, ``slurm``, ``openmpi``, ``mpich``, ``pmix``, ``tf_config``) or ``options``.
-    """
-
-    job_id: str
-    rank: int
-    world_size: int
-    local_rank: int | None = None
-    local_world_size: int | None = None
-    node: str = ""
-    node_rank: int | None = None
-    nodes: tuple[str, ...] = ()
-    source: str = "options"
-
-    @property
-    def is_rank_zero(self) -> bool:
-        """True on the job's global rank 0: the process that writes the job's report."""
-        return self.rank == 0
-
-    @property
-    def is_node_leader(self) -> bool:
-        """True on the process that reads this node's node-wide hardware (local rank 0)."""
-        return self.local_rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        """True for a job of more than one process."""
-        return self.world_size > 1
 
 
 def node_name(env: Mapping[str, str] | None = None) -> str:
@@ -407,6 +373,9 @@ def detect_job(
             )
         found = ("options", "", rank, world_size, local_rank, None, None, ())
     source, env_job, env_rank, env_world, env_local, local_world, node_rank, nodes = found
+    # The value class loads with the first job found (carbontrack._model_later).
+    from carbontrack.model import JobInfo
+
     info = JobInfo(
         job_id=job_id if job_id is not None else env_job,
         rank=rank if rank is not None else env_rank,
@@ -470,3 +439,12 @@ def _expand_item(item: str, whole: str) -> list[str]:
         for n in range(int(lo), int(hi) + 1):
             out.extend(f"{prefix}{n:0{width}d}{tail}" for tail in _expand_item(rest, whole))
     return out
+
+
+def __getattr__(name: str) -> Any:
+    # JobInfo lived here; it is carbontrack.model's now (loaded on first use).
+    if name == "JobInfo":
+        from carbontrack.model import JobInfo
+
+        return JobInfo
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

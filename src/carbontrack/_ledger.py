@@ -21,11 +21,11 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from carbontrack._job import JobInfo
 from carbontrack.model import (
     J_PER_KWH,
     DeviceEnergy,
     EpochRecord,
+    JobInfo,
     JobReport,
     NodeEnergy,
     RankEnergy,

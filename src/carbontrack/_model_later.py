@@ -18,6 +18,7 @@ from carbontrack._model_base import DeviceEnergy, Location
 __all__ = [
     "Command",
     "EpochRecord",
+    "JobInfo",
     "JobReport",
     "NodeEnergy",
     "PluginFailure",
@@ -25,6 +26,44 @@ __all__ = [
     "RankEnergy",
     "Sample",
 ]
+
+
+@attrs.frozen(kw_only=True)
+class JobInfo:
+    """This process's place in a multi-process job.
+
+    ``rank`` is the global rank (0 .. ``world_size`` - 1); ``local_rank`` the rank among the
+    job's processes on this node (``None`` when the launcher does not say); ``node`` the node's
+    name (hostname, or ``$CARBONTRACK_NODE_NAME``); ``node_rank`` the node's index when the
+    launcher gives one (torchrun's ``GROUP_RANK``, Slurm's ``SLURM_NODEID``); ``nodes`` the
+    job's node names when the launcher lists them (Slurm). ``source`` names the launcher
+    (``torchrun``, ``slurm``, ``openmpi``, ``mpich``, ``pmix``, ``tf_config``) or ``options``.
+    """
+
+    job_id: str
+    rank: int
+    world_size: int
+    local_rank: int | None = None
+    local_world_size: int | None = None
+    node: str = ""
+    node_rank: int | None = None
+    nodes: tuple[str, ...] = ()
+    source: str = "options"
+
+    @property
+    def is_rank_zero(self) -> bool:
+        """True on the job's global rank 0: the process that writes the job's report."""
+        return self.rank == 0
+
+    @property
+    def is_node_leader(self) -> bool:
+        """True on the process that reads this node's node-wide hardware (local rank 0)."""
+        return self.local_rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        """True for a job of more than one process."""
+        return self.world_size > 1
 
 
 @attrs.frozen
@@ -196,6 +235,7 @@ class Sample:
 # namespace resolves every name their annotations use).
 for _cls in (
     Command,
+    JobInfo,
     EpochRecord,
     JobReport,
     NodeEnergy,

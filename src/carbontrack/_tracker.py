@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 import attrs
 
-from carbontrack._job import JobInfo
 from carbontrack._safe import safe
 from carbontrack._sampler import DeviceTotal, Sampler
 from carbontrack._version import __version__
@@ -50,6 +49,7 @@ if TYPE_CHECKING:
     from carbontrack.model import (
         Command,
         EpochRecord,
+        JobInfo,
         JobReport,
         Prediction,
         Sample,

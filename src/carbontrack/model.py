@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, TypeVar, Union, get_args, get_origin
 
 import attrs
 
-from carbontrack._job import JobInfo
 from carbontrack._model_base import METHODS, DeviceEnergy, Location
 
 # Re-exported for annotations elsewhere (carbontrack.testing, plugins), as before the move.
@@ -25,6 +24,7 @@ if TYPE_CHECKING:
     from carbontrack._model_later import (
         Command,
         EpochRecord,
+        JobInfo,
         JobReport,
         NodeEnergy,
         PluginFailure,
@@ -84,6 +84,7 @@ def component_of(kind: str) -> str:
 _LATER = frozenset(
     {
         "Command",
+        "JobInfo",
         "EpochRecord",
         "JobReport",
         "NodeEnergy",

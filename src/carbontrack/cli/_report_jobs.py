@@ -16,9 +16,8 @@ from typing import Any
 
 import attrs
 
-from carbontrack._job import JobInfo
 from carbontrack._ledger import merge_job, rank_entry_from_lines
-from carbontrack.model import J_PER_KWH, RankEnergy, _structure
+from carbontrack.model import J_PER_KWH, JobInfo, RankEnergy, _structure
 from carbontrack.writers.runlog import iter_run_log
 
 __all__ = ["is_job_log", "read_jobs"]
