@@ -15,17 +15,7 @@ import attrs
 
 from carbontrack._model_base import DeviceEnergy, Location
 
-__all__ = [
-    "Command",
-    "EpochRecord",
-    "JobInfo",
-    "JobReport",
-    "NodeEnergy",
-    "PluginFailure",
-    "Prediction",
-    "RankEnergy",
-    "Sample",
-]
+# No __all__: these are carbontrack.model's names (model._LATER lists them).
 
 
 @attrs.frozen(kw_only=True)
