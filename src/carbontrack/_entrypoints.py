@@ -112,17 +112,21 @@ def entry_points(group: str, path: list[str] | None = None) -> tuple[EntryPoint,
             key = _normalise(dist_name)
             if key in seen:
                 continue
-            dist_path = Path(directory, name)
+            # Plain strings and open(), not Path objects: this runs for every installed
+            # distribution at every start, and most have no entry point of this group.
             try:
-                text = (dist_path / "entry_points.txt").read_text(encoding="utf-8")
+                with open(os.path.join(directory, name, "entry_points.txt"), encoding="utf-8") as f:
+                    text = f.read()
             except OSError:
                 # No entry points, or an egg-info file rather than a directory: the name is
                 # still taken, as importlib.metadata would take it.
                 seen.add(key)
                 continue
             seen.add(key)
+            if group not in text:  # no such section: nothing to parse
+                continue
             found.extend(
-                EntryPoint(ep_name, value, group, dist_name, dist_path)
+                EntryPoint(ep_name, value, group, dist_name, Path(directory, name))
                 for ep_name, value in _parse(text, group)
             )
     return tuple(found)
