@@ -221,13 +221,40 @@ def test_the_values_loaded_later_are_carbontrack_model_values() -> None:
         location=model.Location(country="DK"),
         epochs=(epoch,),
         command=model.Command(argv=("python",), exit_code=0),
+        job=model.JobReport(
+            job_id="j",
+            rank=0,
+            world_size=2,
+            node="n",
+            scope="job",
+            ranks=(
+                model.RankEnergy(
+                    rank=1,
+                    node="n",
+                    location=model.Location(country="DK"),
+                    devices=(
+                        model.DeviceEnergy(
+                            id="g",
+                            kind="gpu",
+                            name="G",
+                            backend="b",
+                            method="counter",
+                            energy_j=1.0,
+                        ),
+                    ),
+                    epochs=(epoch,),
+                ),
+            ),
+            nodes=(model.NodeEnergy("n", 2.0, 0.1, (0, 1), 0),),
+        ),
     )
     assert model.Report.from_dict(json.loads(json.dumps(report.to_dict()))) == report
     # In a fresh process, rebuilding loads them first (the type hints name them).
     probe = (
         "import json, sys\nfrom carbontrack.model import Report\n"
         "r = Report.from_dict(json.loads(sys.stdin.read()))\n"
-        "print(type(r.epochs[0]).__name__, type(r.command).__name__)"
+        "print(type(r.epochs[0]).__name__, type(r.command).__name__, r.job.scope,\n"
+        "      type(r.job.ranks[0].location).__name__, r.job.ranks[0].devices[0].method)"
     )
     done = subprocess.run(
         [sys.executable, "-c", probe],
@@ -236,7 +263,7 @@ def test_the_values_loaded_later_are_carbontrack_model_values() -> None:
         text=True,
         check=True,
     )
-    assert done.stdout.split() == ["EpochRecord", "Command"]
+    assert done.stdout.split() == ["EpochRecord", "Command", "job", "Location", "counter"]
 
 
 # -- built-ins a run does not use are not called ------------------------------------------------
@@ -266,10 +293,12 @@ def test_a_plain_run_starts_no_worker_for_builtins_it_does_not_use(
     unused = UNUSED_BY_A_PLAIN_RUN | {"rapl", "powermetrics", "location-config"}
     # The suite blocks the real backends; these are let in, each at a boundary with nothing.
     blocked = ["estimate"]
-    if nvml.nvml_library_absent():
+    if nvml.nvml_library_absent() and "pynvml" not in sys.modules:
         unused |= {"nvml"}
     else:
-        blocked.append("nvml")  # a real driver here: not this test's business
+        # A driver here, or pynvml already imported by another test (then NVML itself is
+        # asked, as in any process that imported it): not this test's business.
+        blocked.append("nvml")
     monkeypatch.setenv("CARBONTRACK_DISABLE_PLUGINS", ",".join(blocked))
     opts = {"verbose": 0, "write_log": False}
     with track(plugins=[FakeHardware([FakeDevice("x")])], **opts) as run:  # type: ignore[arg-type]

@@ -507,9 +507,23 @@ def _unstructure(value: Any) -> Any:
     return value
 
 
+_hints_namespace: dict[str, Any] = {}
+
+
+def _hint_namespace() -> dict[str, Any]:
+    # The names the values' annotations use, wherever the values are defined: this module's,
+    # and those of carbontrack._model_later (loaded here), whose classes say they are this
+    # module's but whose annotations use that module's imports (Literal, Mapping...).
+    if not _hints_namespace:
+        from carbontrack import _model_later
+
+        _load_later()
+        _hints_namespace.update({**vars(_model_later), **globals()})
+    return _hints_namespace
+
+
 def _structure(cls: type[T], data: Any) -> T:
-    _load_later()  # the hints name them (Report.epochs, .predictions, .job, ...)
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, globalns=_hint_namespace())
     kwargs = {}
     for f in attrs.fields(cls):  # type: ignore[arg-type]
         if f.name in data:
