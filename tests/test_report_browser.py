@@ -8,9 +8,11 @@ Chromium missing is a failure, not a skip: CI installs it (``apt-get install -y 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -77,6 +79,9 @@ class Browser:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # Its own process group: close() ends the renderers and helpers too, which would
+            # otherwise outlive the browser and write into the profile while it is removed.
+            start_new_session=True,
         )
         deadline = time.monotonic() + 60
         page = None
@@ -157,17 +162,24 @@ class Browser:
         ws = getattr(self, "ws", None)
         if ws is not None:
             ws.close()
-        self.proc.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # any helper that ignored SIGTERM
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with tempfile.TemporaryDirectory(prefix="carbontrack-chromium-") as profile:
+    # A helper process may still be flushing into the profile as it is removed (CI saw the
+    # removal fail under load): the profile is scratch, its removal is not under test.
+    with tempfile.TemporaryDirectory(
+        prefix="carbontrack-chromium-", ignore_cleanup_errors=True
+    ) as profile:
         b = Browser(Path(profile))
         try:
             yield b
