@@ -222,17 +222,8 @@ class Sample:
 
 
 # They are carbontrack.model's values: reprs, pickles and type hints name that module (whose
-# namespace resolves every name their annotations use).
-for _cls in (
-    Command,
-    JobInfo,
-    EpochRecord,
-    JobReport,
-    NodeEnergy,
-    PluginFailure,
-    Prediction,
-    RankEnergy,
-    Sample,
-):
-    _cls.__module__ = "carbontrack.model"
+# namespace resolves every name their annotations use, with this one's: model._hint_namespace).
+for _cls in [v for v in list(globals().values()) if isinstance(v, type) and attrs.has(v)]:
+    if _cls.__module__ == __name__:
+        _cls.__module__ = "carbontrack.model"
 del _cls
