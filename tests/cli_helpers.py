@@ -90,10 +90,8 @@ def run_in_terminal(
     (as in an interactive shell); return the exit code and every byte the terminal received."""
     import fcntl
     import pty
-    import select
     import struct
     import termios
-    import time
 
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
@@ -105,23 +103,62 @@ def run_in_terminal(
         stderr=slave,
     )
     os.close(slave)
-    out = b""
-    deadline = time.monotonic() + timeout
     try:
-        while time.monotonic() < deadline:
-            if select.select([master], [], [], 0.1)[0]:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:  # EIO: every writer of the terminal is gone
-                    break
-                if not chunk:
-                    break
-                out += chunk
-            elif proc.poll() is not None:
-                break
+        out = read_terminal(master, proc, timeout=timeout)
     finally:
         os.close(master)
     return proc.wait(timeout=timeout), out
+
+
+def read_terminal(
+    master: int,
+    proc: subprocess.Popen[Any],
+    *,
+    until: tuple[bytes, ...] = (),
+    timeout: float = TIMEOUT,
+) -> bytes:
+    """What the terminal whose master end is ``master`` receives: up to the first of ``until``
+    when given, else until every writer is gone or ``proc`` has ended with nothing left to
+    read; ``timeout`` seconds at most."""
+    import select
+    import time
+
+    out = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not any(marker in out for marker in until):
+        if select.select([master], [], [], 0.1)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: every writer of the terminal is gone
+                break
+            if not chunk:
+                break
+            out += chunk
+        elif proc.poll() is not None:
+            break
+    return out
+
+
+def start_on_terminal(
+    argv: list[str], env: dict[str, str], *, reset_signals: bool = True
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``argv`` in a session of its own with stdin, stdout and stderr on a new
+    pseudo-terminal; return the process and the terminal's master end (the caller closes it).
+    ``reset_signals`` gives the child default dispositions (``default_signals``)."""
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        argv,
+        env=env,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+        preexec_fn=default_signals if reset_signals else None,
+    )
+    os.close(slave)
+    return proc, master
 
 
 def screen_lines(output: bytes, *, columns: int = 80, rows: int = 12) -> list[str]:

@@ -10,13 +10,11 @@ import fcntl
 import json
 import os
 import pty
-import select
 import signal
 import struct
 import subprocess
 import sys
 import termios
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +29,10 @@ from cli_helpers import (
     cli_env,
     default_signals,
     py,
+    read_terminal,
     run_in_terminal,
     screen_lines,
+    start_on_terminal,
 )
 
 
@@ -502,24 +502,6 @@ def test_a_plugin_that_cannot_load_stops_before_the_command(tmp_path: Path) -> N
 # -- run: the live status line -----------------------------------------------------------------
 
 
-def read_all(fd: int, proc: subprocess.Popen[bytes]) -> bytes:
-    out = b""
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.1)
-        if ready:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:  # EIO: every writer of the terminal is gone
-                break
-            if not chunk:
-                break
-            out += chunk
-        elif proc.poll() is not None:
-            break
-    return out
-
-
 def run_with_terminal_stderr(args: list[str], env: dict[str, str]) -> tuple[int, bytes, bytes]:
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
@@ -531,7 +513,7 @@ def run_with_terminal_stderr(args: list[str], env: dict[str, str]) -> tuple[int,
     )
     os.close(slave)
     try:
-        err = read_all(master, proc)
+        err = read_terminal(master, proc)
     finally:
         os.close(master)
     assert proc.stdout is not None
@@ -605,30 +587,12 @@ TAKE_TERMINAL = (
 
 
 def test_ctrl_c_on_the_terminal_reaches_the_child_once(env: dict[str, str]) -> None:
-    master, slave = pty.openpty()
     # A new session whose controlling terminal is the pty, then carbontrack in its foreground.
-    launcher = [sys.executable, "-c", TAKE_TERMINAL]
-    if len(CARBONTRACK) == 1:
-        launcher.append(CARBONTRACK[0])
-    else:
-        launcher.extend(CARBONTRACK)
-    proc = subprocess.Popen(
-        [*launcher, "run", "-q", "--", *py(COUNT_SIGNALS)],
-        env=env,
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        start_new_session=True,
-        preexec_fn=default_signals,
-    )
-    os.close(slave)
-    out = b""
-    deadline = time.monotonic() + TIMEOUT
-    while b"ready" not in out and time.monotonic() < deadline:
-        if select.select([master], [], [], 0.1)[0]:
-            out += os.read(master, 1024)
+    launcher = [sys.executable, "-c", TAKE_TERMINAL, *CARBONTRACK]
+    proc, master = start_on_terminal([*launcher, "run", "-q", "--", *py(COUNT_SIGNALS)], env)
+    out = read_terminal(master, proc, until=(b"ready",))
     os.write(master, b"\x03")  # Ctrl-C: the terminal signals carbontrack and the child
-    out += read_all(master, proc)
+    out += read_terminal(master, proc)
     os.close(master)
     assert proc.wait(timeout=TIMEOUT) == 7
     assert b"seen=SIGINT\r\n" in out

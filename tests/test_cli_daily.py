@@ -8,7 +8,6 @@ import io
 import json
 import os
 import re
-import select
 import signal
 import subprocess
 import sys
@@ -25,8 +24,10 @@ from cli_helpers import (
     cli_env,
     default_signals,
     py,
+    read_terminal,
     run_in_terminal,
     screen_lines,
+    start_on_terminal,
 )
 
 
@@ -304,39 +305,18 @@ def _state(pid: int) -> str:
 def test_ctrl_z_stops_the_command_and_carbontrack_and_fg_continues_both(
     env: dict[str, str],
 ) -> None:
-    import pty
-
-    master, slave = pty.openpty()
     # carbontrack in the foreground of a terminal of its own, as started by an interactive shell.
     launcher = [sys.executable, "-c", TAKE_TERMINAL, *CARBONTRACK]
     child = py("import time; print('ready', flush=True); time.sleep(1.5); print('done')")
-    proc = subprocess.Popen(
-        [*launcher, "run", "-q", "--no-log", "--", *child],
-        env=env,
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        start_new_session=True,
-        preexec_fn=default_signals,
-    )
-    os.close(slave)
-    out = b""
-    deadline = time.monotonic() + TIMEOUT
-    while b"ready" not in out and time.monotonic() < deadline:
-        if select.select([master], [], [], 0.1)[0]:
-            out += os.read(master, 1024)
+    proc, master = start_on_terminal([*launcher, "run", "-q", "--no-log", "--", *child], env)
+    out = read_terminal(master, proc, until=(b"ready",))
     os.write(master, b"\x1a")  # Ctrl-Z: the terminal stops the command's group
     deadline = time.monotonic() + 10
     while _state(proc.pid) != "T" and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _state(proc.pid) == "T"  # carbontrack stopped too: the shell would see the job stop
     os.kill(proc.pid, signal.SIGCONT)  # `fg` (the terminal is still carbontrack's group's)
-    while proc.poll() is None and time.monotonic() < deadline + TIMEOUT:
-        if select.select([master], [], [], 0.1)[0]:
-            try:
-                out += os.read(master, 1024)
-            except OSError:
-                break
+    out += read_terminal(master, proc)
     os.close(master)
     assert proc.wait(timeout=TIMEOUT) == 0
     assert b"done" in out
@@ -611,33 +591,15 @@ sys.exit(job.wait(timeout=20))
 def test_a_background_command_that_reads_the_terminal_stops_and_fg_resumes_it(
     env: dict[str, str],
 ) -> None:
-    import pty
-
-    master, slave = pty.openpty()
     child = py("import sys; line = sys.stdin.readline(); print('got ' + line.strip())")
-    proc = subprocess.Popen(
+    proc, master = start_on_terminal(
         [sys.executable, "-c", MINI_SHELL, *CARBONTRACK, "run", "-q", "--no-log", "--", *child],
-        env=env,
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        start_new_session=True,
-        preexec_fn=default_signals,
+        env,
     )
-    os.close(slave)
-    out = b""
-    deadline = time.monotonic() + TIMEOUT
-    while b"job stopped" not in out and b"job not" not in out and time.monotonic() < deadline:
-        if select.select([master], [], [], 0.1)[0]:
-            out += os.read(master, 1024)
+    out = read_terminal(master, proc, until=(b"job stopped", b"job not"))
     assert b"job stopped" in out, out
     os.write(master, b"hello\n")
-    while proc.poll() is None and time.monotonic() < deadline:
-        if select.select([master], [], [], 0.1)[0]:
-            try:
-                out += os.read(master, 1024)
-            except OSError:
-                break
+    out += read_terminal(master, proc)
     os.close(master)
     assert proc.wait(timeout=TIMEOUT) == 0, out
     assert b"got hello" in out
@@ -679,40 +641,12 @@ sys.exit(code)
 
 @pytest.mark.skipif(not hasattr(signal, "sigtimedwait"), reason="needs sigtimedwait")
 def test_ctrl_c_in_a_script_reaches_the_script_and_the_command_once(env: dict[str, str]) -> None:
-    import pty
-
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            SCRIPT_WITHOUT_JOB_CONTROL,
-            *CARBONTRACK,
-            "run",
-            "-q",
-            "--no-log",
-            "--",
-            *py(RECORD_SIGNALS),
-        ],
-        env=env,
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        start_new_session=True,
-    )
-    os.close(slave)
-    out = b""
-    deadline = time.monotonic() + TIMEOUT
-    while b"ready" not in out and time.monotonic() < deadline:
-        if select.select([master], [], [], 0.1)[0]:
-            out += os.read(master, 1024)
+    argv = [sys.executable, "-c", SCRIPT_WITHOUT_JOB_CONTROL, *CARBONTRACK, "run", "-q"]
+    argv += ["--no-log", "--", *py(RECORD_SIGNALS)]
+    proc, master = start_on_terminal(argv, env, reset_signals=False)
+    out = read_terminal(master, proc, until=(b"ready",))
     os.write(master, b"\x03")  # Ctrl-C
-    while proc.poll() is None and time.monotonic() < deadline:
-        if select.select([master], [], [], 0.1)[0]:
-            try:
-                out += os.read(master, 1024)
-            except OSError:
-                break
+    out += read_terminal(master, proc)
     os.close(master)
     assert proc.wait(timeout=TIMEOUT) == 7, out
     assert b"seen=2:0\r\n" in out  # once, from the terminal (si_pid 0), not forwarded again
