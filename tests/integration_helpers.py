@@ -24,6 +24,29 @@ def fake_hardware() -> FakeHardware:
     )
 
 
+def linear_regression(base: type) -> type:
+    """A LightningModule class on ``base`` (``lightning.pytorch``'s or the older
+    ``pytorch_lightning``'s) fitting a linear regression: the smallest model a Trainer runs."""
+    import torch
+
+    class LinearRegression(base):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 1)
+
+        def loss(self, batch: Any) -> Any:
+            x, y = batch
+            return torch.nn.functional.mse_loss(self.layer(x), y)
+
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            return self.loss(batch)
+
+        def configure_optimizers(self) -> Any:
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    return LinearRegression
+
+
 def assert_finished_run(report: Report | None, log_dir: Path, *, epochs: int) -> Report:
     """The run is over: a final report with ``epochs`` epochs, energy, and a closed run log."""
     assert report is not None

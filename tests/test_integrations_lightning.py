@@ -20,7 +20,13 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from carbontrack import InvalidOption, track
 from carbontrack.integrations.lightning import CarbonTrackCallback
-from integration_helpers import QUIET, assert_finished_run, assert_logged_figures, fake_hardware
+from integration_helpers import (
+    QUIET,
+    assert_finished_run,
+    assert_logged_figures,
+    fake_hardware,
+    linear_regression,
+)
 
 # Lightning's advice on a tiny CPU run (more dataloader workers, a logger) is noise here.
 pytestmark = [
@@ -30,28 +36,22 @@ pytestmark = [
 ]
 
 
-class Tiny(pl.LightningModule):  # type: ignore[misc]
+class Tiny(linear_regression(pl.LightningModule)):  # type: ignore[misc]
     """A linear regression; ``fail_in_epoch`` raises ``exc`` in that (0-based) epoch."""
 
     def __init__(self, fail_in_epoch: int | None = None, exc: BaseException | None = None):
         super().__init__()
-        self.layer = torch.nn.Linear(4, 1)
         self.fail_in_epoch, self.exc = fail_in_epoch, exc
 
     def training_step(self, batch: Any, batch_idx: int) -> Any:
         if self.current_epoch == self.fail_in_epoch and batch_idx == 2:
             raise self.exc  # type: ignore[misc]
-        x, y = batch
-        loss = torch.nn.functional.mse_loss(self.layer(x), y)
+        loss = self.loss(batch)
         self.log("train_loss", loss, on_step=False, on_epoch=True)
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        x, y = batch
-        self.log("val_loss", torch.nn.functional.mse_loss(self.layer(x), y))
-
-    def configure_optimizers(self) -> Any:
-        return torch.optim.SGD(self.parameters(), lr=0.01)
+        self.log("val_loss", self.loss(batch))
 
 
 class Recorder(Logger):  # type: ignore[misc]
@@ -189,17 +189,7 @@ def test_the_older_pytorch_lightning_package_gets_its_own_callback(tmp_path: Pat
     old = pytest.importorskip("pytorch_lightning")
     from carbontrack.integrations.pytorch_lightning import CarbonTrackCallback as OldCallback
 
-    class OldTiny(old.LightningModule):  # type: ignore[misc]
-        def __init__(self) -> None:
-            super().__init__()
-            self.layer = torch.nn.Linear(4, 1)
-
-        def training_step(self, batch: Any, batch_idx: int) -> Any:
-            x, y = batch
-            return torch.nn.functional.mse_loss(self.layer(x), y)
-
-        def configure_optimizers(self) -> Any:
-            return torch.optim.SGD(self.parameters(), lr=0.01)
+    OldTiny = linear_regression(old.LightningModule)
 
     callback = OldCallback(plugins=[fake_hardware()], log_dir=tmp_path, **QUIET)
     assert isinstance(callback, old.Callback)
