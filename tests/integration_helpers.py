@@ -47,6 +47,19 @@ def linear_regression(base: type) -> type:
     return LinearRegression
 
 
+def assert_options_checked_like_track(callback_class: type) -> None:
+    """A wrong option fails when the callback is built, with ``track()``'s own error."""
+    import pytest
+
+    from carbontrack import InvalidOption, track
+
+    with pytest.raises(InvalidOption) as from_track:
+        track(epochs=0)
+    with pytest.raises(InvalidOption) as from_callback:
+        callback_class(epochs=0)
+    assert str(from_callback.value) == str(from_track.value)
+
+
 def assert_finished_run(report: Report | None, log_dir: Path, *, epochs: int) -> Report:
     """The run is over: a final report with ``epochs`` epochs, energy, and a closed run log."""
     assert report is not None
