@@ -523,7 +523,10 @@ class PluginHost:
         context: contextvars.Context | None = None,
         clock: Callable[[], float] | None = None,
     ) -> _Call | None:
-        """Start ``impl`` on its worker; None (recorded) when the plugin is stuck."""
+        """Start ``impl`` on its worker; None when no call is made: the plugin is stuck
+        (recorded as its failure) or says this run does not need it (``_not_needed``)."""
+        if self._not_needed(impl, kwargs):
+            return None
         worker = self._worker(impl.plugin_name)
         stuck = worker.stuck
         if stuck is not None:
@@ -622,8 +625,6 @@ class PluginHost:
         kwargs: Mapping[str, Any],
         context: contextvars.Context | None = None,
     ) -> tuple[bool, Any]:
-        if self._not_needed(impl, kwargs):
-            return True, None
         deadline = time.monotonic() + self._budget(hook, impl.plugin_name)
         call = self._submit(impl, hook, kwargs, context)
         if call is None:
@@ -634,11 +635,7 @@ class PluginHost:
         """Call every implementation of ``hook`` at once; return results by plugin, failures
         left out. Waits at most the hook's budget in all."""
         deadline = time.monotonic() + self._budget(hook)
-        calls = [
-            (impl, self._submit(impl, hook, kwargs))
-            for impl in self._impls(hook)
-            if not self._not_needed(impl, kwargs)
-        ]
+        calls = [(impl, self._submit(impl, hook, kwargs)) for impl in self._impls(hook)]
         results = {}
         for impl, call in calls:
             if call is None:
