@@ -87,9 +87,9 @@ class ConfigLocation:
 
     @staticmethod
     def needed_by(settings: Settings) -> bool:
-        """Whether the config file names a location (read on the caller's thread: a stat when
-        there is no file, which the run's start has done already)."""
-        return _config_location() is not None
+        """Whether there is a config file to read (a stat on the caller's thread; the hook then
+        reads and parses it once, on its worker)."""
+        return _http.config_path().exists()
 
     @hookimpl(trylast=True)
     def carbontrack_locate(self, settings: Settings) -> Location | None:
