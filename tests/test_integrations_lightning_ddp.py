@@ -6,8 +6,10 @@ local rank 0 reads it once for the node, rank 0's report is the job's, and only 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -38,16 +40,24 @@ def test_a_ddp_job_is_measured_once_per_node_and_logged_by_rank_zero(tmp_path: P
     for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "TORCHELASTIC_RUN_ID", "SLURM_PROCID"):
         env.pop(name, None)
     with tree.live():
-        done = subprocess.run(
+        # A session of its own: on a timeout the rank Lightning started is ended with its
+        # launcher, not left waiting for a store that is gone (it outlived a timed-out run).
+        proc = subprocess.Popen(
             [sys.executable, str(WORKER), str(out), str(logs)],
             env=env,
             cwd=tmp_path,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=240,
-            check=False,
+            start_new_session=True,
         )
-    assert done.returncode == 0, done.stderr[-3000:]
+        try:
+            _, stderr = proc.communicate(timeout=240)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, stderr[-3000:]
     results = {
         int(p.stem.removeprefix("rank")): json.loads(p.read_text()) for p in out.glob("rank*.json")
     }
